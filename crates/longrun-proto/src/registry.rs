@@ -1,0 +1,268 @@
+//! The type registry: every message type longrun can read and write, and the
+//! proto3 JSON mapping for them, `Any` included.
+
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use serde_json::Value;
+
+use crate::{DESCRIPTOR_SET, TYPE_URL_PREFIX};
+use longrun_types::Payload;
+
+const STRUCT: &str = "google.protobuf.Struct";
+const VALUE: &str = "google.protobuf.Value";
+
+/// Why a payload or message could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A payload names a type the registry has no descriptor for.
+    #[error(
+        "unknown payload type {type_name:?}: the server has no descriptor for it; \
+         start the server with --descriptors FILE holding a descriptor set that defines it"
+    )]
+    UnknownType { type_name: String },
+    /// JSON that is not the proto3 JSON form of the expected message.
+    #[error("invalid JSON for {message}: {reason}")]
+    Json { message: String, reason: String },
+    /// Binary data that does not decode as the message it claims to be.
+    #[error("payload of type {type_name:?} does not decode: {reason}")]
+    Binary { type_name: String, reason: String },
+    /// A descriptor set that cannot be loaded.
+    #[error("cannot load descriptors: {0}")]
+    Descriptors(String),
+}
+
+/// Maps messages between binary protobuf and proto3 JSON using descriptors.
+/// Cloning is cheap: the pool is shared.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pool: DescriptorPool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// The well-known types, google.rpc, google.longrunning and longrun.v1.
+    pub fn new() -> Self {
+        let pool = DescriptorPool::decode(DESCRIPTOR_SET)
+            // The set is produced by our own build script from checked-in protos.
+            .unwrap_or_else(|err| panic!("built-in descriptor set is invalid: {err}"));
+        let mut registry = Self { pool };
+        registry.load_well_known();
+        registry
+    }
+
+    /// Well-known types that none of our files import still belong in the
+    /// registry: producers use them as payloads.
+    fn load_well_known(&mut self) {
+        for file in DescriptorPool::global().files() {
+            if file.package_name() == "google.protobuf" && self.pool.get_file_by_name(file.name()).is_none() {
+                // Files of the global pool are complete and consistent.
+                let _ = self.pool.add_file_descriptor_proto(file.file_descriptor_proto().clone());
+            }
+        }
+    }
+
+    /// Adds the types of an encoded `FileDescriptorSet` (as `protoc
+    /// --include_imports --descriptor_set_out` writes it). Files the registry
+    /// already has are skipped.
+    pub fn load_descriptor_set(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(bytes).map_err(|err| Error::Descriptors(err.to_string()))?;
+        let files: Vec<_> =
+            set.file.into_iter().filter(|file| self.pool.get_file_by_name(file.name()).is_none()).collect();
+        self.pool.add_file_descriptor_protos(files).map_err(|err| Error::Descriptors(err.to_string()))
+    }
+
+    /// The encoded descriptor set of everything the registry knows, for
+    /// gRPC reflection.
+    pub fn encoded_file_descriptor_set(&self) -> Vec<u8> {
+        self.pool.encode_to_vec()
+    }
+
+    /// True when `full_name` (e.g. `longrun.v1.OperationMetadata`) is known.
+    pub fn contains(&self, full_name: &str) -> bool {
+        self.pool.get_message_by_name(full_name).is_some()
+    }
+
+    fn descriptor(&self, full_name: &str) -> Result<MessageDescriptor, Error> {
+        self.pool
+            .get_message_by_name(full_name)
+            .ok_or_else(|| Error::UnknownType { type_name: full_name.to_owned() })
+    }
+
+    /// Proto3 JSON of a message, `Any` fields resolved through the registry.
+    pub fn to_json<M: prost::Message>(&self, full_name: &str, message: &M) -> Result<Value, Error> {
+        self.bytes_to_json(full_name, &message.encode_to_vec())
+    }
+
+    fn bytes_to_json(&self, full_name: &str, bytes: &[u8]) -> Result<Value, Error> {
+        let descriptor = self.descriptor(full_name)?;
+        let dynamic = DynamicMessage::decode(descriptor, bytes)
+            .map_err(|err| Error::Binary { type_name: full_name.to_owned(), reason: err.to_string() })?;
+        let options = SerializeOptions::new().skip_default_fields(true);
+        dynamic.serialize_with_options(serde_json::value::Serializer, &options).map_err(|err| {
+            self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
+                message: full_name.to_owned(),
+                reason: err.to_string(),
+            })
+        })
+    }
+
+    /// Parses the proto3 JSON form of a message; unknown fields and unknown
+    /// `@type`s are errors.
+    pub fn from_json<M: prost::Message + Default>(&self, full_name: &str, json: &Value) -> Result<M, Error> {
+        let descriptor = self.descriptor(full_name)?;
+        let invalid = |reason: String| Error::Json { message: full_name.to_owned(), reason };
+        let dynamic = DynamicMessage::deserialize_with_options(descriptor, json, &DeserializeOptions::new())
+            .map_err(|err| self.first_unknown_type(json).unwrap_or_else(|| invalid(err.to_string())))?;
+        dynamic.transcode_to::<M>().map_err(|err| invalid(err.to_string()))
+    }
+
+    /// The JSON form of a payload: `{"@type": ..., fields...}`.
+    pub fn payload_to_json(&self, payload: &Payload) -> Result<Value, Error> {
+        let any = crate::convert::payload_to_any(payload);
+        self.to_json("google.protobuf.Any", &any)
+    }
+
+    /// Checks that a payload's type is known and its bytes decode as it, so
+    /// that nothing stored can later fail to serve.
+    pub fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
+        let type_name = payload.type_name();
+        if !payload.type_url.contains('/') {
+            return Err(Error::UnknownType { type_name: payload.type_url.clone() });
+        }
+        let descriptor = self.descriptor(type_name)?;
+        let dynamic = DynamicMessage::decode(descriptor, payload.value.as_ref())
+            .map_err(|err| Error::Binary { type_name: type_name.to_owned(), reason: err.to_string() })?;
+        // Nested Any fields must be known too: serialising resolves them all.
+        let options = SerializeOptions::new();
+        dynamic.serialize_with_options(serde_json::value::Serializer, &options).map_err(|err| {
+            self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Binary {
+                type_name: type_name.to_owned(),
+                reason: err.to_string(),
+            })
+        })?;
+        Ok(())
+    }
+
+    fn first_unknown_type(&self, json: &Value) -> Option<Error> {
+        match json {
+            Value::Object(map) => {
+                if let Some(Value::String(url)) = map.get("@type") {
+                    let name = url.rsplit_once('/').map_or(url.as_str(), |(_, name)| name);
+                    if !self.contains(name) {
+                        return Some(Error::UnknownType { type_name: url.clone() });
+                    }
+                }
+                map.values().find_map(|value| self.first_unknown_type(value))
+            }
+            Value::Array(items) => items.iter().find_map(|value| self.first_unknown_type(value)),
+            _ => None,
+        }
+    }
+
+    fn unknown_type_in(&self, message: &str) -> Option<Error> {
+        message
+            .split(['\'', '"', ' '])
+            .filter(|word| word.contains('/') && word.contains('.'))
+            .find(|url| !self.contains(url.rsplit_once('/').map_or(url, |(_, name)| name)))
+            .map(|url| Error::UnknownType { type_name: url.to_owned() })
+    }
+}
+
+/// Gives JSON without `@type` the type longrun stores it as: an object
+/// becomes a `google.protobuf.Struct`, anything else a `google.protobuf.Value`.
+/// Typed JSON (and `null`) is left alone.
+pub fn type_untyped(value: &mut Value) {
+    let wrap = |type_name: &str, inner: Value| {
+        serde_json::json!({ "@type": format!("{TYPE_URL_PREFIX}{type_name}"), "value": inner })
+    };
+    match value {
+        Value::Null => {}
+        Value::Object(map) if map.contains_key("@type") => {}
+        Value::Object(_) => *value = wrap(STRUCT, value.take()),
+        _ => *value = wrap(VALUE, value.take()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::longrunning::Operation;
+    use serde_json::json;
+
+    #[test]
+    fn operation_json_round_trips_with_typed_payloads() {
+        let registry = Registry::new();
+        let json = json!({
+            "name": "operations/1",
+            "metadata": {
+                "@type": "type.googleapis.com/longrun.v1.OperationMetadata",
+                "createTime": "2024-01-02T03:04:05Z",
+                "state": "RUNNING",
+                "progressPercent": 40,
+            },
+            "done": true,
+            "response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3.0}},
+        });
+        let op: Operation = registry.from_json("google.longrunning.Operation", &json).unwrap();
+        assert_eq!(op.metadata.as_ref().unwrap().type_url, "type.googleapis.com/longrun.v1.OperationMetadata");
+        let back = registry.to_json("google.longrunning.Operation", &op).unwrap();
+        assert_eq!(back, json);
+    }
+
+    #[test]
+    fn knows_well_known_rpc_and_longrun_types() {
+        let registry = Registry::new();
+        for name in [
+            "google.protobuf.Empty",
+            "google.protobuf.FieldMask",
+            "google.protobuf.Int64Value",
+            "google.rpc.ErrorInfo",
+            "google.longrunning.Operation",
+            "longrun.v1.OperationMetadata",
+        ] {
+            assert!(registry.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_named() {
+        let registry = Registry::new();
+        let json = json!({"name": "operations/1", "metadata": {"@type": "type.googleapis.com/acme.Missing"}});
+        let err = registry.from_json::<Operation>("google.longrunning.Operation", &json).unwrap_err();
+        assert_eq!(err, Error::UnknownType { type_name: "type.googleapis.com/acme.Missing".into() });
+        assert!(err.to_string().contains("--descriptors"));
+        let payload = Payload { type_url: "type.googleapis.com/acme.Missing".into(), value: Vec::new().into() };
+        assert!(matches!(registry.check_payload(&payload), Err(Error::UnknownType { .. })));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_bytes_are_rejected() {
+        let registry = Registry::new();
+        let err = registry.from_json::<Operation>("google.longrunning.Operation", &json!({"nope": 1})).unwrap_err();
+        assert!(matches!(err, Error::Json { .. }), "{err}");
+        let payload = Payload {
+            type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+            value: vec![0xff, 0xff, 0xff].into(),
+        };
+        assert!(matches!(registry.check_payload(&payload), Err(Error::Binary { .. })));
+    }
+
+    #[test]
+    fn untyped_json_becomes_struct_or_value() {
+        let mut object = json!({"a": 1});
+        type_untyped(&mut object);
+        assert_eq!(object, json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"a": 1}}));
+        let mut list = json!([1, 2]);
+        type_untyped(&mut list);
+        assert_eq!(list["@type"], "type.googleapis.com/google.protobuf.Value");
+        let registry = Registry::new();
+        let any: prost_types::Any = registry.from_json("google.protobuf.Any", &object).unwrap();
+        assert_eq!(any.type_url, "type.googleapis.com/google.protobuf.Struct");
+    }
+}
