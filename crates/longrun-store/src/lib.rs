@@ -1,0 +1,147 @@
+//! Storage for operations.
+//!
+//! [`Store`] is the API the server codes against; [`SqliteStore`] is the
+//! embedded default. Every backend must pass [`conformance::run_tests`].
+//!
+//! Contract every backend keeps:
+//! - An acknowledged write is durable: the call returns only after the data
+//!   is on stable storage.
+//! - Each state change is one statement fenced by the current state (and
+//!   lease) in its `WHERE`; when nothing matches, the call reports *why*
+//!   ([`Error::NotFound`], [`Error::FailedPrecondition`], [`Error::Aborted`])
+//!   and changes nothing.
+//! - A done operation has exactly one outcome (enforced by the schema too).
+//! - [`Store::changes`] announces each committed change, after the commit, so
+//!   a waiter that re-reads sees it.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod filter_sql;
+mod sqlite;
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use longrun_types::filter::Filter;
+use longrun_types::{Operation, OperationName, Outcome, Parent, Payload};
+
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a store call did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("operation {0:?} not found")]
+    NotFound(String),
+    #[error("operation {0:?} already exists")]
+    AlreadyExists(String),
+    /// The operation is not in a state that allows the call.
+    #[error("{reason}")]
+    FailedPrecondition { name: String, reason: String },
+    /// The caller's lease is stale or wrong; nothing changed.
+    #[error("{reason}")]
+    Aborted { name: String, reason: String },
+    /// The database cannot be reached or refused the write.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Data in the store that should be impossible.
+    #[error("store data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// A new operation, fully decided by the caller (name, clock reading).
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub name: OperationName,
+    pub request_id: Option<String>,
+    pub queue: Option<String>,
+    pub input: Option<Payload>,
+    pub metadata: Option<Payload>,
+    pub verb: String,
+    pub target: String,
+    pub api_version: String,
+    pub max_attempts: i32,
+    pub timeout: Option<Duration>,
+    pub now: SystemTime,
+}
+
+/// What [`Store::create`] did.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub operation: Operation,
+    /// True when a previous request with the same request id created it.
+    pub existed: bool,
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// The parent; ids of `-` match any value.
+    pub parent: Parent,
+    pub filter: Filter,
+    /// Resume strictly after this position (from [`Listed::cursor`]).
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// A keyset position in the newest-first order. Opaque outside stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub operation: Operation,
+    pub cursor: Cursor,
+}
+
+/// A progress report (SPEC §3 Update).
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub lease_token: Option<String>,
+    pub metadata: Option<Payload>,
+    pub progress_percent: Option<i32>,
+    pub status_detail: Option<String>,
+}
+
+/// A request to finish an operation (SPEC §3 Complete).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub lease_token: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// A committed change, announced on [`Store::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: String,
+    pub done: bool,
+    /// Set when the operation was deleted.
+    pub deleted: bool,
+}
+
+/// The storage API. Times come from the caller so that stores never read a
+/// clock and tests control time.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an operation, or returns the one an earlier request with the
+    /// same `request_id` under the same parent created.
+    async fn create(&self, new: NewOperation) -> Result<Created>;
+    async fn get(&self, name: &OperationName) -> Result<Operation>;
+    /// Up to `limit` operations after the cursor, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Listed>>;
+    /// Queued → CANCELLED at once; running → `cancel_requested`; done → unchanged.
+    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation>;
+    async fn delete(&self, name: &OperationName) -> Result<()>;
+    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
+    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;
+    /// Committed changes, for waiters. A lagging receiver must re-read.
+    fn changes(&self) -> broadcast::Receiver<Change>;
+    /// A secret shared by every node on this store, for signing page tokens.
+    fn page_token_key(&self) -> [u8; 32];
+    /// Succeeds when the store can serve reads.
+    async fn check_ready(&self) -> Result<()>;
+}

@@ -1,0 +1,533 @@
+//! The embedded SQLite backend.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a commit returns only after
+//! the WAL is fsync'd. All writes go through one writer thread that drains
+//! whatever requests are waiting and commits them as one transaction (group
+//! commit): concurrent writers share one fsync, and each request runs in its
+//! own savepoint so one failure does not undo the others. Reads use a small
+//! pool of separate connections, which WAL lets run beside the writer.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::filter_sql::{Param, SqlBuilder};
+use crate::{
+    Change, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, Result, Store, Update,
+};
+use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Payload, State, Status};
+
+/// Most requests committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+/// Runs after the batch's commit with its result, to answer the caller.
+type Finish = Box<dyn FnOnce(Result<()>) + Send>;
+/// A write, run on the writer thread inside the batch's transaction.
+type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+/// A store in one SQLite file. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
+    changes: broadcast::Sender<Change>,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish_non_exhaustive()
+    }
+}
+
+struct Readers {
+    path: PathBuf,
+    /// A std mutex: held only to push or pop, never across I/O or `.await`.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let mut conn = Connection::open(&path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        schema::migrate(&mut conn)?;
+        let key = schema::page_token_key(&conn)?;
+        let (writer, jobs) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("longrun-sqlite-writer".into())
+            .spawn(move || run_writer(&conn, &jobs))
+            .map_err(|err| Error::Unavailable(format!("cannot start the writer thread: {err}")))?;
+        let (changes, _) = broadcast::channel(4096);
+        let readers = Arc::new(Readers { path, idle: Mutex::new(Vec::new()) });
+        Ok(Self { writer, readers, changes, key })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<(T, Option<Change>)> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let changes = self.changes.clone();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, work);
+            Box::new(move |committed: Result<()>| {
+                let result = committed.and(result).map(|(value, change)| {
+                    if let Some(change) = change {
+                        // No receivers is fine: nobody is waiting.
+                        let _ = changes.send(change);
+                    }
+                    value
+                });
+                // The caller may have gone away; the write stands regardless.
+                let _ = reply.send(result);
+            })
+        });
+        let stopped = || Error::Unavailable("the SQLite writer has stopped".into());
+        self.writer.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn read<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = work(&conn);
+            readers.give(conn);
+            result
+        })
+        .await
+        .map_err(|err| Error::Unavailable(format!("read task failed: {err}")))?
+    }
+}
+
+impl Readers {
+    fn take(&self) -> Result<Connection> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open(&self.path).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "query_only", true).map_err(db)?;
+        Ok(conn)
+    }
+
+    fn give(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+fn run_writer(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Without an open transaction each job's savepoint commits on its
+        // own: slower, but still correct.
+        let in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let finishers: Vec<Finish> = batch.into_iter().map(|job| job(conn)).collect();
+        let committed = if in_transaction {
+            conn.execute_batch("COMMIT").map_err(|err| {
+                tracing::error!(error = %err, "SQLite commit failed; rolling back the batch");
+                let _ = conn.execute_batch("ROLLBACK");
+                db(err)
+            })
+        } else {
+            Ok(())
+        };
+        for finish in finishers {
+            finish(committed.clone());
+        }
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job").map_err(db)?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").map_err(db)?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(err)
+        }
+    }
+}
+
+pub(crate) fn db(err: rusqlite::Error) -> Error {
+    Error::Unavailable(err.to_string())
+}
+
+fn micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+fn from_micros(value: i64) -> SystemTime {
+    if value >= 0 {
+        UNIX_EPOCH + Duration::from_micros(value.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(value.unsigned_abs())
+    }
+}
+
+const COLUMNS: &str = "seq, name, state, queue, input_type, input, metadata_type, metadata, response_type, \
+    response, error, verb, target, api_version, status_detail, progress_percent, cancel_requested, attempt, \
+    max_attempts, request_id, create_time, update_time, end_time, deadline, lease_token, lease_worker, \
+    lease_expire_time";
+
+fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
+    let corrupt = |what: String| Err(Error::Corrupt(what));
+    let name: String = row.get(1)?;
+    let Ok(parsed) = OperationName::parse(&name) else {
+        return Ok(corrupt(format!("stored name {name:?} is invalid")));
+    };
+    let Some(state) = State::from_i32(row.get(2)?) else {
+        return Ok(corrupt(format!("{name}: unknown state")));
+    };
+    let payload = |type_index: usize| -> rusqlite::Result<Option<Payload>> {
+        let type_url: Option<String> = row.get(type_index)?;
+        let value: Option<Vec<u8>> = row.get(type_index + 1)?;
+        Ok(type_url.map(|type_url| Payload { type_url, value: value.unwrap_or_default().into() }))
+    };
+    let response = payload(8)?;
+    let error: Option<Vec<u8>> = row.get(10)?;
+    let outcome = match (response, error) {
+        (Some(response), None) => Some(Outcome::Response(response)),
+        (None, Some(bytes)) => match longrun_proto::decode_status(&bytes) {
+            Ok(status) => Some(Outcome::Error(status)),
+            Err(err) => return Ok(corrupt(format!("{name}: stored error does not decode: {err}"))),
+        },
+        (None, None) => None,
+        (Some(_), Some(_)) => return Ok(corrupt(format!("{name}: both response and error"))),
+    };
+    let lease_token: Option<String> = row.get(24)?;
+    let lease = match lease_token {
+        Some(token) => Some(Lease {
+            token,
+            worker: row.get::<_, Option<String>>(25)?.unwrap_or_default(),
+            expire_time: from_micros(row.get::<_, Option<i64>>(26)?.unwrap_or_default()),
+        }),
+        None => None,
+    };
+    let operation = Operation {
+        name: parsed,
+        state,
+        outcome,
+        input: payload(4)?,
+        metadata: payload(6)?,
+        queue: row.get(3)?,
+        verb: row.get(11)?,
+        target: row.get(12)?,
+        api_version: row.get(13)?,
+        status_detail: row.get(14)?,
+        progress_percent: row.get(15)?,
+        cancel_requested: row.get(16)?,
+        attempt: row.get(17)?,
+        max_attempts: row.get(18)?,
+        request_id: row.get(19)?,
+        create_time: from_micros(row.get(20)?),
+        update_time: from_micros(row.get(21)?),
+        end_time: row.get::<_, Option<i64>>(22)?.map(from_micros),
+        deadline: row.get::<_, Option<i64>>(23)?.map(from_micros),
+        lease,
+    };
+    if operation.done() != operation.outcome.is_some() {
+        return Ok(corrupt(format!("{name}: done does not match its outcome")));
+    }
+    Ok(Ok(Listed { operation, cursor: Cursor(row.get(0)?) }))
+}
+
+fn find(conn: &Connection, name: &str) -> Result<Option<Operation>> {
+    let sql = format!("SELECT {COLUMNS} FROM operations WHERE name = ?1");
+    let found = conn.query_row(&sql, [name], listed_from_row).optional().map_err(db)?;
+    found.transpose().map(|listed| listed.map(|listed| listed.operation))
+}
+
+fn fetch(conn: &Connection, name: &str) -> Result<Operation> {
+    find(conn, name)?.ok_or_else(|| Error::NotFound(name.to_owned()))
+}
+
+/// Explains why a fenced statement on a live operation matched nothing.
+fn refusal(conn: &Connection, name: &str, lease_token: Option<&str>) -> Error {
+    match find(conn, name) {
+        Err(err) => err,
+        Ok(None) => Error::NotFound(name.to_owned()),
+        Ok(Some(op)) if op.done() => Error::FailedPrecondition {
+            name: name.to_owned(),
+            reason: format!("operation {name:?} is already done ({})", op.state),
+        },
+        Ok(Some(op)) => Error::Aborted {
+            name: name.to_owned(),
+            reason: match (lease_token, &op.lease) {
+                (None, _) => format!(
+                    "operation {name:?} is claimed through queue {:?}; pass the lease token from Claim",
+                    op.queue.unwrap_or_default()
+                ),
+                (Some(_), _) => format!("the lease token is not the current lease of {name:?}; it expired or was taken over"),
+            },
+        },
+    }
+}
+
+fn to_params(params: &[Param]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|param| match param {
+            Param::Int(value) => rusqlite::types::Value::Integer(*value),
+            Param::Text(value) => rusqlite::types::Value::Text(value.clone()),
+        })
+        .collect()
+}
+
+fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
+    let name = new.name.to_string();
+    let state = if new.queue.is_some() { State::Queued } else { State::Running };
+    let now = micros(new.now);
+    let deadline = new.timeout.map(|timeout| micros(new.now + timeout));
+    let result = conn.execute(
+        "INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
+             verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline) \
+         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?14, ?15)",
+        rusqlite::params![
+            name,
+            new.name.parent().as_str(),
+            state.as_i32(),
+            new.queue,
+            new.input.as_ref().map(|p| &p.type_url),
+            new.input.as_ref().map(|p| p.value.as_ref()),
+            new.metadata.as_ref().map(|p| &p.type_url),
+            new.metadata.as_ref().map(|p| p.value.as_ref()),
+            new.verb,
+            new.target,
+            new.api_version,
+            new.max_attempts,
+            new.request_id,
+            now,
+            deadline,
+        ],
+    );
+    match result {
+        Ok(_) => fetch(conn, &name),
+        Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(Error::AlreadyExists(name))
+        }
+        Err(err) => Err(db(err)),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip_all, fields(op.name = %new.name))]
+    async fn create(&self, new: NewOperation) -> Result<Created> {
+        self.write(move |conn| {
+            if let Some(request_id) = &new.request_id {
+                let sql = format!("SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2");
+                let existing = conn
+                    .query_row(&sql, [new.name.parent().as_str(), request_id], listed_from_row)
+                    .optional()
+                    .map_err(db)?;
+                if let Some(listed) = existing {
+                    return Ok((Created { operation: listed?.operation, existed: true }, None));
+                }
+            }
+            let operation = insert(conn, &new)?;
+            let change = Change { name: operation.name.to_string(), done: false, deleted: false };
+            Ok((Created { operation, existed: false }, Some(change)))
+        })
+        .await
+    }
+
+    async fn get(&self, name: &OperationName) -> Result<Operation> {
+        let name = name.to_string();
+        self.read(move |conn| fetch(conn, &name)).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Listed>> {
+        let mut sql = SqlBuilder::new(|n| format!("?{n}"));
+        let parent = query.parent.as_str();
+        if query.parent.has_wildcard() {
+            let pattern: Vec<&str> =
+                parent.split('/').enumerate().map(|(i, s)| if i % 2 == 1 && s == "-" { "*" } else { s }).collect();
+            let glob = sql.bind(Param::Text(pattern.join("/")));
+            let slashes = sql.bind(Param::Int(i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX)));
+            // Ids never contain '/', so with the same number of slashes each
+            // '*' matches exactly one id.
+            sql.push(format!("parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"));
+        } else {
+            let placeholder = sql.bind(Param::Text(parent.to_owned()));
+            sql.push(format!("parent = {placeholder}"));
+        }
+        sql.filter(&query.filter);
+        if let Some(Cursor(after)) = query.after {
+            let placeholder = sql.bind(Param::Int(after));
+            sql.push(format!("seq < {placeholder}"));
+        }
+        let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+        let text = format!("SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}", sql.where_clause());
+        let params = to_params(&sql.params);
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(&text).map_err(db)?;
+            let rows = statement.query_map(params_from_iter(params), listed_from_row).map_err(db)?;
+            rows.map(|row| row.map_err(db)?).collect()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation> {
+        let name = name.to_string();
+        let status = longrun_proto::encode_status(&Status::new(Code::Cancelled, "Operation was cancelled before it started."));
+        self.write(move |conn| {
+            let now = micros(now);
+            let cancelled = conn
+                .execute(
+                    "UPDATE operations SET state = ?2, done = 1, error_code = 1, error = ?3, cancel_requested = 1, \
+                         cancel_time = ?4, end_time = ?4, update_time = ?4 \
+                     WHERE name = ?1 AND state = ?5",
+                    rusqlite::params![name, State::Cancelled.as_i32(), status, now, State::Queued.as_i32()],
+                )
+                .map_err(db)?;
+            let requested = if cancelled == 0 {
+                conn.execute(
+                    "UPDATE operations SET cancel_requested = 1, cancel_time = ?2, update_time = ?2 \
+                     WHERE name = ?1 AND state = ?3 AND cancel_requested = 0",
+                    rusqlite::params![name, now, State::Running.as_i32()],
+                )
+                .map_err(db)?
+            } else {
+                0
+            };
+            let operation = fetch(conn, &name)?;
+            let change = (cancelled + requested > 0).then(|| Change {
+                name: name.clone(),
+                done: operation.done(),
+                deleted: false,
+            });
+            Ok((operation, change))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn delete(&self, name: &OperationName) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            let deleted = conn.execute("DELETE FROM operations WHERE name = ?1", [&name]).map_err(db)?;
+            if deleted == 0 {
+                return Err(Error::NotFound(name));
+            }
+            Ok(((), Some(Change { name, done: false, deleted: true })))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            let mut sets = vec!["update_time = ?3".to_owned()];
+            let mut params: Vec<rusqlite::types::Value> = vec![
+                name.clone().into(),
+                update.lease_token.clone().map_or(rusqlite::types::Value::Null, Into::into),
+                micros(now).into(),
+            ];
+            let mut set = |column: &str, value: rusqlite::types::Value| {
+                params.push(value);
+                sets.push(format!("{column} = ?{}", params.len()));
+            };
+            if let Some(metadata) = &update.metadata {
+                set("metadata_type", metadata.type_url.clone().into());
+                set("metadata", metadata.value.to_vec().into());
+            }
+            if let Some(percent) = update.progress_percent {
+                set("progress_percent", i64::from(percent).into());
+            }
+            if let Some(detail) = &update.status_detail {
+                set("status_detail", detail.clone().into());
+            }
+            let sql = format!(
+                "UPDATE operations SET {} WHERE name = ?1 AND done = 0 AND (queue IS NULL OR lease_token = ?2)",
+                sets.join(", ")
+            );
+            if conn.execute(&sql, params_from_iter(params)).map_err(db)? == 0 {
+                return Err(refusal(conn, &name, update.lease_token.as_deref()));
+            }
+            let operation = fetch(conn, &name)?;
+            Ok((operation, Some(Change { name, done: false, deleted: false })))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
+        let name = name.to_string();
+        self.write(move |conn| {
+            let state = State::for_outcome(&completion.outcome);
+            let (response_type, response, error_code, error) = match &completion.outcome {
+                Outcome::Response(payload) => (Some(payload.type_url.clone()), Some(payload.value.to_vec()), None, None),
+                Outcome::Error(status) => (None, None, Some(status.code), Some(longrun_proto::encode_status(status))),
+            };
+            let changed = conn
+                .execute(
+                    "UPDATE operations SET state = ?3, done = 1, response_type = ?4, response = ?5, error_code = ?6, \
+                         error = ?7, end_time = ?8, update_time = ?8, lease_token = NULL, lease_expire_time = NULL \
+                     WHERE name = ?1 AND state = ?9 AND (queue IS NULL OR lease_token = ?2)",
+                    rusqlite::params![
+                        name,
+                        completion.lease_token,
+                        state.as_i32(),
+                        response_type,
+                        response,
+                        error_code,
+                        error,
+                        micros(now),
+                        State::Running.as_i32(),
+                    ],
+                )
+                .map_err(db)?;
+            if changed == 0 {
+                return Err(refusal(conn, &name, completion.lease_token.as_deref()));
+            }
+            let operation = fetch(conn, &name)?;
+            Ok((operation, Some(Change { name, done: true, deleted: false })))
+        })
+        .await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn page_token_key(&self) -> [u8; 32] {
+        self.key
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM settings", [], |_| Ok(())).map_err(db)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

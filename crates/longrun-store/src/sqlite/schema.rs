@@ -1,0 +1,95 @@
+//! The SQLite schema and its migrations, applied in order and tracked by
+//! `PRAGMA user_version`.
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+use crate::{Error, Result};
+
+/// Each entry moves the schema from version `i` to `i + 1`. Never edit a
+/// shipped entry; append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE operations (
+    -- Insertion order: the keyset for newest-first listing.
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    name              TEXT    NOT NULL UNIQUE,
+    parent            TEXT    NOT NULL,
+    state             INTEGER NOT NULL CHECK (state BETWEEN 1 AND 5),
+    done              INTEGER NOT NULL CHECK (done = (state >= 3)),
+    queue             TEXT,
+    input_type        TEXT,
+    input             BLOB,
+    metadata_type     TEXT,
+    metadata          BLOB,
+    response_type     TEXT,
+    response          BLOB,
+    error_code        INTEGER,
+    -- google.rpc.Status, encoded.
+    error             BLOB,
+    verb              TEXT    NOT NULL DEFAULT '',
+    target            TEXT    NOT NULL DEFAULT '',
+    api_version       TEXT    NOT NULL DEFAULT '',
+    status_detail     TEXT    NOT NULL DEFAULT '',
+    progress_percent  INTEGER NOT NULL DEFAULT 0,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    cancel_time       INTEGER,
+    attempt           INTEGER NOT NULL,
+    max_attempts      INTEGER NOT NULL,
+    request_id        TEXT,
+    -- Microseconds since the Unix epoch.
+    create_time       INTEGER NOT NULL,
+    update_time       INTEGER NOT NULL,
+    end_time          INTEGER,
+    deadline          INTEGER,
+    lease_token       TEXT,
+    lease_worker      TEXT,
+    lease_expire_time INTEGER,
+    -- done <=> exactly one of response and error.
+    CHECK (done = ((response_type IS NOT NULL) + (error IS NOT NULL)))
+);
+CREATE UNIQUE INDEX operations_by_request_id ON operations (parent, request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX operations_by_parent ON operations (parent, seq);
+CREATE INDEX operations_by_done ON operations (parent, done, seq);
+CREATE INDEX operations_by_state ON operations (parent, state, seq);
+CREATE INDEX operations_by_error_code ON operations (error_code) WHERE error_code IS NOT NULL;
+CREATE INDEX operations_by_verb ON operations (verb, seq);
+CREATE INDEX operations_by_target ON operations (target, seq);
+CREATE INDEX operations_by_create_time ON operations (create_time);
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#];
+
+/// Brings the database to the latest schema version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(super::db)?;
+    if version > MIGRATIONS.len() {
+        return Err(Error::Unavailable(format!(
+            "the database has schema version {version}, newer than this longrun ({}); upgrade longrun",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(super::db)?;
+        tx.execute_batch(sql).map_err(super::db)?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(super::db)?;
+        tx.commit().map_err(super::db)?;
+        tracing::info!(version = index + 1, "migrated the SQLite schema");
+    }
+    Ok(())
+}
+
+/// The page-token signing key, created at random on first use.
+pub(crate) fn page_token_key(conn: &Connection) -> Result<[u8; 32]> {
+    let stored: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM settings WHERE key = 'page_token_key'", [], |row| row.get(0))
+        .optional()
+        .map_err(super::db)?;
+    if let Some(key) = stored {
+        return key.try_into().map_err(|_| Error::Corrupt("page_token_key is not 32 bytes".into()));
+    }
+    let key: [u8; 32] = rand::random();
+    conn.execute("INSERT INTO settings (key, value) VALUES ('page_token_key', ?1)", [key.as_slice()])
+        .map_err(super::db)?;
+    Ok(key)
+}
