@@ -3,6 +3,8 @@
 Environment:
   LONGRUN_ENDPOINT   REST base URL of a running server, default http://127.0.0.1:8080.
                      gRPC (plaintext h2c) is served on the same host:port.
+  LONGRUN_GRPC_TARGET  host:port for gRPC when it is not the REST port (development
+                     against test doubles only; longrun serves both on one port).
   LONGRUN_PROTO_PY   directory holding Python modules generated from
                      proto/longrun/v1/*.proto (`python -m grpc_tools.protoc -I proto
                      --python_out=DIR --grpc_python_out=DIR proto/longrun/v1/*.proto`).
@@ -16,8 +18,9 @@ longrun's types. (test_grpc.py shows the other way: gRPC reflection.)
 
 from __future__ import annotations
 
-import json
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -32,19 +35,33 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINT = os.environ.get("LONGRUN_ENDPOINT", "http://127.0.0.1:8080").rstrip("/")
-GRPC_TARGET = urllib.parse.urlsplit(ENDPOINT).netloc
+GRPC_TARGET = os.environ.get("LONGRUN_GRPC_TARGET") or urllib.parse.urlsplit(ENDPOINT).netloc
 HTTP_TIMEOUT = 60  # seconds; generous, every call is expected to be quick
+
+# requests, httplib2 and gRPC all honour *_proxy variables; the server is local.
+for _var in ("no_proxy", "NO_PROXY"):
+    _hosts = [h for h in os.environ.get(_var, "").split(",") if h]
+    os.environ[_var] = ",".join(_hosts + [urllib.parse.urlsplit(ENDPOINT).hostname or ""])
 
 
 def _generated_protos_dir() -> str:
     configured = os.environ.get("LONGRUN_PROTO_PY")
     if configured:
         return configured
+    import grpc_tools
     from grpc_tools import protoc
 
     out = tempfile.mkdtemp(prefix="longrun-proto-py-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = sorted(str(p) for p in (REPO / "proto" / "longrun" / "v1").glob("*.proto"))
-    args = ["protoc", f"-I{REPO / 'proto'}", f"--python_out={out}", f"--grpc_python_out={out}"]
+    well_known = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
+    args = [
+        "protoc",
+        f"-I{REPO / 'proto'}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+    ]
     if protoc.main(args + protos) != 0:
         raise RuntimeError(f"protoc failed on {protos}")
     return out
@@ -55,12 +72,13 @@ def _generated_protos_dir() -> str:
 # same .proto file would be registered twice in the default pool.
 sys.path.append(_generated_protos_dir())
 
-from longrun.v1 import metadata_pb2  # noqa: E402  (registers longrun.v1.OperationMetadata)
+from longrun.v1 import metadata_pb2  # noqa: E402, F401  (registers OperationMetadata)
 
 METADATA_TYPE = "type.googleapis.com/longrun.v1.OperationMetadata"
 STRUCT_TYPE = "type.googleapis.com/google.protobuf.Struct"
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 ERROR_DOMAIN = "longrun.dev"
+
 
 # --------------------------------------------------------------------------
 # Plain REST helpers (longrun's producer API and the consumer API as JSON).
@@ -174,10 +192,6 @@ class DelayedCompletion(threading.Thread):
             raise self.failure
         assert self.completed_at is not None
         return self.completed_at
-
-
-def pretty(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 mod convert;
 mod registry;
 
-pub use convert::{decode_status, encode_status, standard_metadata, to_wire};
+pub use convert::{any_to_payload, decode_status, encode_status, payload_to_any, standard_metadata, status_from_wire, status_to_wire, to_wire};
 pub use registry::{Error, Registry, type_untyped};
 
 /// `type.googleapis.com/` + a message's full name.

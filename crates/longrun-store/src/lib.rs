@@ -126,7 +126,7 @@ pub struct Change {
 /// The storage API. Times come from the caller so that stores never read a
 /// clock and tests control time.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Creates an operation, or returns the one an earlier request with the
     /// same `request_id` under the same parent created.
     async fn create(&self, new: NewOperation) -> Result<Created>;

@@ -1,0 +1,304 @@
+//! A typed client for longrun's REST API, which is also Google's
+//! `google.longrunning.Operations` REST mapping, so it works against any
+//! AIP-151 service that serves it.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), longrun_client::Error> {
+//! use std::time::Duration;
+//! let client = longrun_client::Client::new("http://127.0.0.1:8080", None)?;
+//! let op = client.create("projects/demo/locations/us", &longrun_client::CreateRequest {
+//!     queue: Some("imports".into()),
+//!     input: Some(serde_json::json!({"path": "data.csv"})),
+//!     ..Default::default()
+//! }).await?;
+//! let done = client.poll_until_done(&op.name, Duration::from_secs(600), |op| {
+//!     println!("{}%", op.standard_metadata().map_or(0, |m| m.progress_percent));
+//! }).await?;
+//! println!("{:?}", done.error);
+//! # Ok(()) }
+//! ```
+//!
+//! Payloads (`metadata`, `response`, error details) are proto3 JSON values
+//! with their `@type`, exactly as the server sent them; the standard
+//! `longrun.v1.OperationMetadata` has a typed view in [`Metadata`].
+
+mod poll;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use longrun_types::Code;
+
+pub use poll::Backoff;
+
+/// `@type` of longrun's standard metadata.
+pub const METADATA_TYPE: &str = "type.googleapis.com/longrun.v1.OperationMetadata";
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an AIP-193 error.
+    #[error("{status}: {message}")]
+    Api { code: Code, status: String, message: String, http_status: u16 },
+    /// The request did not reach the server or the answer did not arrive.
+    #[error("cannot reach {endpoint}: {reason}")]
+    Transport { endpoint: String, reason: String },
+    /// The server's answer was not what the API defines.
+    #[error("unexpected response from the server: {0}")]
+    Decode(String),
+    /// The endpoint or a name is unusable.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The canonical code, for API errors.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// google.rpc.Status as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Status {
+    pub code: i32,
+    pub message: String,
+    pub details: Vec<Value>,
+}
+
+/// google.longrunning.Operation as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Operation {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    pub done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+}
+
+/// longrun.v1.OperationMetadata as JSON; absent fields are defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Metadata {
+    pub create_time: Option<String>,
+    pub update_time: Option<String>,
+    pub end_time: Option<String>,
+    pub target: String,
+    pub verb: String,
+    pub status_detail: String,
+    pub cancel_requested: bool,
+    pub api_version: String,
+    /// `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
+    pub state: String,
+    pub progress_percent: i32,
+    pub attempt: i32,
+}
+
+impl Operation {
+    /// The standard metadata, when the operation carries it.
+    pub fn standard_metadata(&self) -> Option<Metadata> {
+        let metadata = self.metadata.as_ref()?;
+        if metadata.get("@type")?.as_str()? != METADATA_TYPE {
+            return None;
+        }
+        serde_json::from_value(metadata.clone()).ok()
+    }
+
+    /// True when done with an error whose code is 1 (CANCELLED).
+    pub fn cancelled(&self) -> bool {
+        self.error.as_ref().is_some_and(|error| error.code == Code::Cancelled.as_i32())
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListPage {
+    pub operations: Vec<Operation>,
+    pub next_page_token: String,
+    pub unreachable: Vec<String>,
+}
+
+/// Options for [`Client::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub filter: String,
+    pub page_size: i32,
+    pub page_token: String,
+}
+
+/// The body of a Create call (SPEC §3).
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verb: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    /// A proto3 JSON duration, e.g. `"600s"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A REST client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    error: EnvelopeError,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+}
+
+impl Client {
+    /// A client for `endpoint` (e.g. `http://127.0.0.1:8080`), sending
+    /// `token` as a bearer token when given.
+    pub fn new(endpoint: &str, token: Option<String>) -> Result<Self, Error> {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(Error::Usage(format!("endpoint {endpoint:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|err| Error::Usage(err.to_string()))?;
+        Ok(Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), token })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<T, Error> {
+        let url = format!("{}/v1/{path}", self.endpoint);
+        let mut request = self.http.request(method, &url).query(query);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let transport = |err: reqwest::Error| Error::Transport { endpoint: self.endpoint.clone(), reason: err.to_string() };
+        let response = request.send().await.map_err(transport)?;
+        let http_status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !http_status.is_success() {
+            let (status, message) = match serde_json::from_slice::<Envelope>(&bytes) {
+                Ok(envelope) => (envelope.error.status, envelope.error.message),
+                Err(_) => (String::new(), String::from_utf8_lossy(&bytes).trim().to_owned()),
+            };
+            let code = Code::from_name(&status).unwrap_or(Code::Unknown);
+            let status = if status.is_empty() { format!("HTTP {}", http_status.as_u16()) } else { status };
+            return Err(Error::Api { code, status, message, http_status: http_status.as_u16() });
+        }
+        serde_json::from_slice(&bytes).map_err(|err| Error::Decode(err.to_string()))
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Operation, Error> {
+        self.call(reqwest::Method::GET, name, &[], None).await
+    }
+
+    /// One page of the operations under `parent` (`""` for top level).
+    pub async fn list(&self, parent: &str, options: &ListOptions) -> Result<ListPage, Error> {
+        let path = if parent.is_empty() { "operations".to_owned() } else { format!("{parent}/operations") };
+        let mut query = Vec::new();
+        if !options.filter.is_empty() {
+            query.push(("filter", options.filter.clone()));
+        }
+        if options.page_size != 0 {
+            query.push(("pageSize", options.page_size.to_string()));
+        }
+        if !options.page_token.is_empty() {
+            query.push(("pageToken", options.page_token.clone()));
+        }
+        self.call(reqwest::Method::GET, &path, &query, None).await
+    }
+
+    pub async fn cancel(&self, name: &str) -> Result<(), Error> {
+        let _: Value = self.call(reqwest::Method::POST, &format!("{name}:cancel"), &[], Some(&Value::Object(Default::default()))).await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        let _: Value = self.call(reqwest::Method::DELETE, name, &[], None).await?;
+        Ok(())
+    }
+
+    /// Blocks on the server until the operation is done or `timeout` passes.
+    pub async fn wait(&self, name: &str, timeout: Duration) -> Result<Operation, Error> {
+        let body = serde_json::json!({ "timeout": format!("{}s", timeout.as_secs_f64()) });
+        self.call(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body)).await
+    }
+
+    /// Creates an operation under `parent` (longrun's producer API).
+    pub async fn create(&self, parent: &str, request: &CreateRequest) -> Result<Operation, Error> {
+        let path = if parent.is_empty() { "operations".to_owned() } else { format!("{parent}/operations") };
+        let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
+        self.call(reqwest::Method::POST, &path, &[], Some(&body)).await
+    }
+
+    /// Reports progress on an external operation; returns whether
+    /// cancellation was requested.
+    pub async fn update(&self, name: &str, progress_percent: Option<i32>, status_detail: Option<&str>) -> Result<bool, Error> {
+        let mut body = serde_json::Map::new();
+        if let Some(percent) = progress_percent {
+            body.insert("progressPercent".into(), percent.into());
+        }
+        if let Some(detail) = status_detail {
+            body.insert("statusDetail".into(), detail.into());
+        }
+        let answer: Value = self.call(reqwest::Method::POST, &format!("{name}:update"), &[], Some(&Value::Object(body))).await?;
+        Ok(answer.get("cancelRequested").and_then(Value::as_bool).unwrap_or(false))
+    }
+
+    /// Finishes an external operation with a response (JSON; untyped
+    /// objects become `google.protobuf.Struct`) or an error.
+    pub async fn complete(&self, name: &str, result: Result<Value, Status>) -> Result<Operation, Error> {
+        let body = match result {
+            Ok(response) => serde_json::json!({ "response": response }),
+            Err(status) => serde_json::json!({ "error": status }),
+        };
+        self.call(reqwest::Method::POST, &format!("{name}:complete"), &[], Some(&body)).await
+    }
+}

@@ -1,0 +1,350 @@
+//! The service core: every API method once, protocol-agnostic. REST and
+//! gRPC are thin adapters that decode a request into the generated request
+//! message, call one method here, and encode the result.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Action, authorize};
+use crate::metrics::Metrics;
+use crate::page_token::PageTokens;
+use crate::{Clock, Error};
+use longrun_proto::google::longrunning::ListOperationsRequest;
+use longrun_proto::longrun::v1::{
+    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest, UpdateOperationResponse,
+    complete_operation_request,
+};
+use longrun_proto::{Registry, any_to_payload, status_from_wire};
+use longrun_store::{Completion, ListQuery, NewOperation, Store, Update};
+use longrun_types::filter::Filter;
+use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
+
+/// Page size when the caller asks for 0.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Larger page sizes are lowered to this.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Attempts when the producer does not say.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+const MAX_ATTEMPTS_LIMIT: i32 = 100;
+const MAX_TEXT: usize = 1024;
+const MAX_REQUEST_ID: usize = 128;
+
+/// Who is calling, for logs, metrics and authorization.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Unique per request; in every log line and in INTERNAL errors.
+    pub request_id: String,
+    /// `rest` or `grpc`.
+    pub protocol: &'static str,
+}
+
+/// A page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    pub operations: Vec<Operation>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// The service core shared by both protocols.
+#[derive(Debug)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    tokens: PageTokens,
+    clock: Arc<dyn Clock>,
+    max_wait: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Cancelled on shutdown so that blocked Wait calls return at once.
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        clock: Arc<dyn Clock>,
+        max_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let tokens = PageTokens::new(store.page_token_key());
+        Self { store, registry, tokens, clock, max_wait, metrics: Metrics::new(), shutdown }
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Times a call, counts it by method and code, and logs server faults
+    /// with the request id.
+    async fn observe<T>(&self, caller: &Caller, method: &'static str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = work.await;
+        let code = result.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
+        self.metrics.request(method, caller.protocol, code, started.elapsed());
+        if let Err(err) = &result {
+            match err.code {
+                Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+                    tracing::error!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request failed");
+                }
+                _ => tracing::debug!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request refused"),
+            }
+        }
+        result
+    }
+
+    pub async fn get(&self, caller: &Caller, name: &str) -> Result<Operation, Error> {
+        self.observe(caller, "GetOperation", async {
+            let name = OperationName::parse(name)?;
+            authorize(caller, Action::Get, &name.to_string())?;
+            Ok(self.store.get(&name).await?)
+        })
+        .await
+    }
+
+    pub async fn list(&self, caller: &Caller, request: ListOperationsRequest) -> Result<Page, Error> {
+        self.observe(caller, "ListOperations", async {
+            let parent = Parent::parse_pattern(&request.name)?;
+            authorize(caller, Action::List, parent.as_str())?;
+            let limit = match usize::try_from(request.page_size) {
+                Err(_) => {
+                    return Err(Error::invalid(
+                        "INVALID_PAGE_SIZE",
+                        format!("page_size must not be negative, got {}", request.page_size),
+                    ));
+                }
+                Ok(0) => DEFAULT_PAGE_SIZE,
+                Ok(size) => size.min(MAX_PAGE_SIZE),
+            };
+            let filter = Filter::parse(&request.filter)?;
+            let now = self.clock.now();
+            let after = match request.page_token.as_str() {
+                "" => None,
+                token => Some(self.tokens.redeem(token, parent.as_str(), &request.filter, now)?),
+            };
+            let query = ListQuery { parent: parent.clone(), filter, after, limit: limit + 1 };
+            let mut listed = self.store.list(&query).await?;
+            let next_page_token = if listed.len() > limit {
+                listed.truncate(limit);
+                listed.last().map_or_else(String::new, |last| {
+                    self.tokens.issue(last.cursor, parent.as_str(), &request.filter, now)
+                })
+            } else {
+                String::new()
+            };
+            Ok(Page { operations: listed.into_iter().map(|listed| listed.operation).collect(), next_page_token })
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, caller: &Caller, name: &str) -> Result<Operation, Error> {
+        self.observe(caller, "CancelOperation", async {
+            let name = OperationName::parse(name)?;
+            authorize(caller, Action::Cancel, &name.to_string())?;
+            let before_done = self.store.get(&name).await?.done();
+            let operation = self.store.cancel(&name, self.clock.now()).await?;
+            if operation.done() && !before_done {
+                self.metrics.finished(operation.queue.as_deref(), operation.state);
+            }
+            Ok(operation)
+        })
+        .await
+    }
+
+    pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        self.observe(caller, "DeleteOperation", async {
+            let name = OperationName::parse(name)?;
+            authorize(caller, Action::Delete, &name.to_string())?;
+            Ok(self.store.delete(&name).await?)
+        })
+        .await
+    }
+
+    /// Returns when the operation is done, or after `timeout` (capped at
+    /// `--max-wait`) with its latest state. Woken by the store's change
+    /// announcements, never by polling.
+    pub async fn wait(&self, caller: &Caller, name: &str, timeout: Option<prost_types::Duration>) -> Result<Operation, Error> {
+        self.observe(caller, "WaitOperation", async {
+            let name = OperationName::parse(name)?;
+            authorize(caller, Action::Wait, &name.to_string())?;
+            let timeout = match timeout {
+                None => self.max_wait,
+                Some(timeout) => duration("timeout", timeout)?.min(self.max_wait),
+            };
+            let deadline = tokio::time::Instant::now() + timeout;
+            let key = name.to_string();
+            let _waiter = self.metrics.waiter();
+            // Subscribe before reading so no completion slips between the two.
+            let mut changes = self.store.changes();
+            loop {
+                let operation = self.store.get(&name).await?;
+                if operation.done() {
+                    return Ok(operation);
+                }
+                loop {
+                    let change = tokio::select! {
+                        change = changes.recv() => change,
+                        () = tokio::time::sleep_until(deadline) => return Ok(self.store.get(&name).await?),
+                        () = self.shutdown.cancelled() => return Ok(operation),
+                    };
+                    match change {
+                        Ok(change) if change.name == key => break,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return Err(Error::internal("store change feed closed")),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn create(&self, caller: &Caller, request: CreateOperationRequest) -> Result<Operation, Error> {
+        self.observe(caller, "CreateOperation", async {
+            let parent = Parent::parse(&request.parent)?;
+            let id = if request.operation_id.is_empty() {
+                uuid::Uuid::now_v7().simple().to_string()
+            } else {
+                request.operation_id.clone()
+            };
+            let name = OperationName::new(parent, &id)?;
+            authorize(caller, Action::Create, &name.to_string())?;
+            let request_id = optional_text("request_id", request.request_id, MAX_REQUEST_ID)?;
+            let queue = match request.queue.as_str() {
+                "" => None,
+                queue => {
+                    validate_id(queue).map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {queue:?} {why}")))?;
+                    Some(request.queue.clone())
+                }
+            };
+            let max_attempts = match request.max_attempts {
+                0 => DEFAULT_MAX_ATTEMPTS,
+                n if (1..=MAX_ATTEMPTS_LIMIT).contains(&n) => n,
+                n => {
+                    return Err(Error::invalid(
+                        "INVALID_MAX_ATTEMPTS",
+                        format!("max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {n}"),
+                    ));
+                }
+            };
+            let timeout = request.timeout.map(|timeout| duration("timeout", timeout)).transpose()?;
+            let new = NewOperation {
+                name,
+                request_id,
+                queue,
+                input: self.payload(request.input)?,
+                metadata: self.payload(request.metadata)?,
+                verb: text("verb", request.verb)?,
+                target: text("target", request.target)?,
+                api_version: text("api_version", request.api_version)?,
+                max_attempts,
+                timeout,
+                now: self.clock.now(),
+            };
+            let created = self.store.create(new).await?;
+            if !created.existed {
+                self.metrics.created(created.operation.queue.as_deref());
+            }
+            Ok(created.operation)
+        })
+        .await
+    }
+
+    pub async fn update(&self, caller: &Caller, request: UpdateOperationRequest) -> Result<UpdateOperationResponse, Error> {
+        self.observe(caller, "UpdateOperation", async {
+            let name = OperationName::parse(&request.name)?;
+            authorize(caller, Action::Update, &name.to_string())?;
+            if let Some(percent) = request.progress_percent
+                && !(0..=100).contains(&percent)
+            {
+                return Err(Error::invalid(
+                    "INVALID_PROGRESS",
+                    format!("progress_percent must be between 0 and 100, got {percent}"),
+                ));
+            }
+            let update = Update {
+                lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
+                metadata: self.payload(request.metadata)?,
+                progress_percent: request.progress_percent,
+                status_detail: request.status_detail.map(|detail| text("status_detail", detail)).transpose()?,
+            };
+            let operation = self.store.update(&name, update, self.clock.now()).await?;
+            Ok(UpdateOperationResponse {
+                cancel_requested: operation.cancel_requested,
+                lease_expire_time: operation.lease.map(|lease| lease.expire_time.into()),
+            })
+        })
+        .await
+    }
+
+    pub async fn complete(&self, caller: &Caller, request: CompleteOperationRequest) -> Result<Operation, Error> {
+        self.observe(caller, "CompleteOperation", async {
+            let name = OperationName::parse(&request.name)?;
+            authorize(caller, Action::Complete, &name.to_string())?;
+            let outcome = match request.result {
+                Some(complete_operation_request::Result::Response(any)) => {
+                    let payload = any_to_payload(any);
+                    self.registry.check_payload(&payload)?;
+                    Outcome::Response(payload)
+                }
+                Some(complete_operation_request::Result::Error(status)) => {
+                    let status = status_from_wire(status);
+                    if !(1..=16).contains(&status.code) {
+                        return Err(Error::invalid(
+                            "INVALID_ERROR_CODE",
+                            format!("error.code must be a google.rpc.Code from 1 to 16, got {}", status.code),
+                        ));
+                    }
+                    for detail in &status.details {
+                        self.registry.check_payload(detail)?;
+                    }
+                    Outcome::Error(status)
+                }
+                None => {
+                    return Err(Error::invalid("MISSING_RESULT", "a completion needs exactly one of response and error"));
+                }
+            };
+            let completion = Completion { lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?, outcome };
+            let operation = self.store.complete(&name, completion, self.clock.now()).await?;
+            self.metrics.finished(operation.queue.as_deref(), operation.state);
+            Ok(operation)
+        })
+        .await
+    }
+
+    /// A producer's payload, checked against the registry so that nothing
+    /// stored can later fail to serve.
+    fn payload(&self, any: Option<prost_types::Any>) -> Result<Option<Payload>, Error> {
+        let Some(any) = any else { return Ok(None) };
+        let payload = any_to_payload(any);
+        self.registry.check_payload(&payload)?;
+        Ok(Some(payload))
+    }
+}
+
+fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, Error> {
+    Duration::try_from(value)
+        .map_err(|_| Error::invalid("INVALID_DURATION", format!("{field} must be a non-negative duration")))
+}
+
+fn text(field: &str, value: String) -> Result<String, Error> {
+    if value.len() > MAX_TEXT {
+        return Err(Error::invalid("FIELD_TOO_LONG", format!("{field} is {} bytes; the limit is {MAX_TEXT}", value.len())));
+    }
+    Ok(value)
+}
+
+fn optional_text(field: &str, value: String, limit: usize) -> Result<Option<String>, Error> {
+    if value.len() > limit {
+        return Err(Error::invalid("FIELD_TOO_LONG", format!("{field} is {} bytes; the limit is {limit}", value.len())));
+    }
+    Ok((!value.is_empty()).then_some(value))
+}

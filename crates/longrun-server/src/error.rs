@@ -1,0 +1,88 @@
+//! The server's errors and the one place domain errors become canonical
+//! codes. REST turns a [`Code`] into an HTTP status in `rest`, gRPC into a
+//! `tonic::Code` in `grpc`; nothing else decides codes.
+
+use longrun_types::Code;
+
+/// An error as callers see it: a canonical code, a message, and the
+/// AIP-193 `ErrorInfo` reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: Code,
+    pub message: String,
+    /// UPPER_SNAKE_CASE, stable: clients may match on it.
+    pub reason: &'static str,
+}
+
+impl Error {
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { code, reason, message: message.into() }
+    }
+
+    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidArgument, reason, message)
+    }
+
+    /// A server fault. The message goes to the log, never to the caller.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, "INTERNAL", message)
+    }
+
+    /// The message a caller may see: internals are replaced by a pointer to
+    /// the log entry.
+    pub fn public_message(&self, request_id: &str) -> String {
+        match self.code {
+            Code::Internal | Code::Unknown | Code::DataLoss => {
+                format!("internal error; the server log has the details under request id {request_id}")
+            }
+            _ => self.message.clone(),
+        }
+    }
+}
+
+impl From<longrun_types::Error> for Error {
+    fn from(err: longrun_types::Error) -> Self {
+        let reason = match &err {
+            longrun_types::Error::InvalidName { .. } => "INVALID_NAME",
+            longrun_types::Error::InvalidFilter { .. } => "INVALID_FILTER",
+            longrun_types::Error::InvalidTransition { .. } => {
+                return Self::new(Code::FailedPrecondition, "INVALID_TRANSITION", err.to_string());
+            }
+            // `longrun_types::Error` is non-exhaustive; a new variant is a
+            // caller mistake until mapped here.
+            _ => "INVALID_ARGUMENT",
+        };
+        Self::invalid(reason, err.to_string())
+    }
+}
+
+impl From<longrun_store::Error> for Error {
+    fn from(err: longrun_store::Error) -> Self {
+        use longrun_store::Error as Store;
+        let message = err.to_string();
+        match err {
+            Store::NotFound(_) => Self::new(Code::NotFound, "OPERATION_NOT_FOUND", message),
+            Store::AlreadyExists(_) => Self::new(Code::AlreadyExists, "OPERATION_EXISTS", message),
+            Store::FailedPrecondition { .. } => Self::new(Code::FailedPrecondition, "OPERATION_DONE", message),
+            Store::Aborted { .. } => Self::new(Code::Aborted, "LEASE_MISMATCH", message),
+            Store::Unavailable(_) => Self::new(Code::Unavailable, "STORE_UNAVAILABLE", message),
+            Store::Corrupt(_) => Self::internal(message),
+            // Non-exhaustive across crates: anything unmapped is our fault.
+            _ => Self::internal(message),
+        }
+    }
+}
+
+impl From<longrun_proto::Error> for Error {
+    fn from(err: longrun_proto::Error) -> Self {
+        let reason = match &err {
+            longrun_proto::Error::UnknownType { .. } => "UNKNOWN_PAYLOAD_TYPE",
+            longrun_proto::Error::Json { .. } => "INVALID_JSON",
+            longrun_proto::Error::Binary { .. } => "INVALID_PAYLOAD",
+            longrun_proto::Error::Descriptors(_) => return Self::internal(err.to_string()),
+            _ => "INVALID_ARGUMENT",
+        };
+        Self::invalid(reason, err.to_string())
+    }
+}

@@ -1,0 +1,134 @@
+//! longrun's server: the standard `google.longrunning.Operations` API and
+//! longrun's producer/worker API, over REST (axum) and gRPC (tonic) on one
+//! listen address.
+//!
+//! ```text
+//!   HTTP/1.1, h2c ──▶ request id, tracing ──▶ rest::  ─┐
+//!                                         └─▶ grpc::  ─┴─▶ core::Service ──▶ auth ──▶ Store
+//! ```
+//!
+//! [`run`] takes the listener and a shutdown future so tests can bind port 0
+//! and drive the real server:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let store = Arc::new(longrun_store::SqliteStore::open("longrun.db")?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = longrun_server::Config::new(store);
+//! longrun_server::run(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod core;
+mod error;
+mod grpc;
+mod metrics;
+mod page_token;
+mod rest;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+pub use crate::auth::Action;
+pub use crate::core::{Caller, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service};
+pub use crate::error::Error;
+pub use crate::page_token::LIFETIME as PAGE_TOKEN_LIFETIME;
+use longrun_proto::Registry;
+use longrun_store::Store;
+
+/// Where the server reads the time; tests substitute their own.
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Everything the server needs besides its listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: Arc<dyn Store>,
+    /// Payload types the server can read and serve.
+    pub registry: Registry,
+    pub clock: Arc<dyn Clock>,
+    /// Longest a Wait call blocks (`--max-wait`).
+    pub max_wait: Duration,
+}
+
+impl Config {
+    /// Defaults: built-in types only, system clock, 60 s max wait.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, registry: Registry::new(), clock: Arc::new(SystemClock), max_wait: Duration::from_secs(60) }
+    }
+}
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
+/// Serves REST and gRPC on `listener` until `shutdown` resolves, then stops
+/// accepting, wakes blocked waiters and finishes in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stopping = CancellationToken::new();
+    let service = Arc::new(Service::new(
+        config.store,
+        config.registry,
+        config.clock,
+        config.max_wait,
+        stopping.clone(),
+    ));
+    let app = rest::router(service.clone())
+        .merge(grpc::router(service.clone()))
+        .layer(axum::middleware::from_fn(request_context));
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving REST and gRPC");
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        stopping.cancel();
+    };
+    axum::serve(listener, app).with_graceful_shutdown(signal).await
+}
+
+/// Gives each request an id (the caller's `x-request-id` if sane), a tracing
+/// span carrying it, a log line when it finishes, and the id in the response.
+async fn request_context(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "served");
+    });
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

@@ -1,0 +1,341 @@
+//! REST: Google's HTTP/JSON mapping of the API (AIP-127/136), proto3 JSON
+//! throughout. Paths under `/v1/` are routed by hand because resource names
+//! contain slashes: `{name=**/operations/*}` and `{parent=**}/operations`
+//! with an optional `:verb` suffix.
+
+mod documents;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value, json};
+
+use crate::{Caller, Error, RequestId, Service};
+use longrun_proto::google::longrunning::{ListOperationsRequest, ListOperationsResponse, WaitOperationRequest};
+use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
+use longrun_proto::longrun::v1::{CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest};
+use longrun_proto::{TYPE_URL_PREFIX, to_wire, type_untyped};
+use longrun_types::{Code, Operation};
+
+type Shared = Arc<Service>;
+
+pub(crate) fn router(service: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/$discovery/rest", get(documents::discovery))
+        .route("/openapi.json", get(documents::openapi))
+        .route("/v1/{*path}", any(dispatch))
+        .with_state(service)
+}
+
+async fn readyz(State(service): State<Shared>) -> Response {
+    match service.store().check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(service): State<Shared>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], service.metrics.render()).into_response()
+}
+
+/// The one place a canonical code becomes an HTTP status.
+pub(crate) fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// The AIP-193 error envelope, with ErrorInfo (and RequestInfo for faults).
+fn error_response(service: &Service, request_id: &str, err: &Error) -> Response {
+    let status = http_status(err.code);
+    let mut details = vec![detail(service, "google.rpc.ErrorInfo", &ErrorInfo {
+        reason: err.reason.to_owned(),
+        domain: crate::grpc::ERROR_DOMAIN.to_owned(),
+        metadata: HashMap::from([("requestId".to_owned(), request_id.to_owned())]),
+    })];
+    if status.is_server_error() {
+        details.push(detail(service, "google.rpc.RequestInfo", &RequestInfo {
+            request_id: request_id.to_owned(),
+            serving_data: String::new(),
+        }));
+    }
+    let body = json!({
+        "error": {
+            "code": status.as_u16(),
+            "message": err.public_message(request_id),
+            "status": err.code.name(),
+            "details": details,
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn detail<M: prost::Message>(service: &Service, type_name: &str, message: &M) -> Value {
+    let any = prost_types::Any { type_url: format!("{TYPE_URL_PREFIX}{type_name}"), value: message.encode_to_vec() };
+    // Built-in detail types always serialise.
+    service.registry().to_json("google.protobuf.Any", &any).unwrap_or(Value::Null)
+}
+
+/// A routed REST call: `{target}` and an optional `:verb`.
+#[derive(Debug)]
+struct Call<'a> {
+    target: &'a str,
+    verb: Option<&'a str>,
+    /// `target` is a collection (`…/operations`), not an operation.
+    collection: bool,
+}
+
+impl<'a> Call<'a> {
+    fn parse(path: &'a str) -> Self {
+        let last_slash = path.rfind('/').map_or(0, |i| i + 1);
+        let (target, verb) = match path[last_slash..].find(':') {
+            Some(colon) => (&path[..last_slash + colon], Some(&path[last_slash + colon + 1..])),
+            None => (path, None),
+        };
+        let collection = target == "operations" || target.ends_with("/operations");
+        Self { target, verb, collection }
+    }
+
+    /// The parent of a collection path: `projects/p/operations` → `projects/p`.
+    fn parent(&self) -> &'a str {
+        self.target.strip_suffix("operations").map_or("", |rest| rest.strip_suffix('/').unwrap_or(rest))
+    }
+}
+
+async fn dispatch(
+    State(service): State<Shared>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Bytes,
+) -> Response {
+    let caller = Caller { request_id: request_id.clone(), protocol: "rest" };
+    let result = async {
+        let Path(path) = path.map_err(|err| Error::invalid("INVALID_PATH", err.body_text()))?;
+        let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
+        check_system_parameters(&query)?;
+        let call = Call::parse(&path);
+        route(&service, &caller, &method, &call, &query, &headers, &body).await
+    }
+    .await;
+    match result {
+        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Err(err) => error_response(&service, &request_id, &err),
+    }
+}
+
+/// `alt` and `$.xgafv` are Google's system parameters; only JSON is served.
+fn check_system_parameters(query: &HashMap<String, String>) -> Result<(), Error> {
+    if let Some(alt) = query.get("alt").filter(|alt| *alt != "json") {
+        return Err(Error::invalid("UNSUPPORTED_ALT", format!("alt={alt} is not supported; this API serves alt=json")));
+    }
+    if let Some(version) = query.get("$.xgafv").filter(|v| !matches!(v.as_str(), "1" | "2")) {
+        return Err(Error::invalid("UNSUPPORTED_XGAFV", format!("$.xgafv={version} is not supported; use 1 or 2")));
+    }
+    Ok(())
+}
+
+async fn route(
+    service: &Service,
+    caller: &Caller,
+    method: &Method,
+    call: &Call<'_>,
+    query: &HashMap<String, String>,
+    _headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, Error> {
+    let registry = service.registry();
+    let render = |operation: &Operation| operation_json(service, operation);
+    match (method.as_str(), call.verb, call.collection) {
+        ("GET", None, true) => {
+            let request = ListOperationsRequest {
+                name: call.parent().to_owned(),
+                filter: param(query, "filter", "filter").unwrap_or_default(),
+                page_size: match param(query, "pageSize", "page_size") {
+                    None => 0,
+                    Some(size) => size.parse().map_err(|_| {
+                        Error::invalid("INVALID_PAGE_SIZE", format!("pageSize must be an integer, got {size:?}"))
+                    })?,
+                },
+                page_token: param(query, "pageToken", "page_token").unwrap_or_default(),
+                return_partial_success: param(query, "returnPartialSuccess", "return_partial_success")
+                    .is_some_and(|flag| flag == "true"),
+            };
+            let page = service.list(caller, request).await?;
+            let response = ListOperationsResponse {
+                operations: page.operations.iter().map(to_wire).collect(),
+                next_page_token: page.next_page_token,
+                unreachable: Vec::new(),
+            };
+            registry
+                .to_json("google.longrunning.ListOperationsResponse", &response)
+                .map_err(|err| Error::internal(format!("cannot serve a listed operation: {err}")))
+        }
+        ("GET", None, false) => render(&service.get(caller, call.target).await?),
+        ("DELETE", None, false) => {
+            service.delete(caller, call.target).await?;
+            Ok(json!({}))
+        }
+        ("POST", Some("cancel"), false) => {
+            json_body(body)?;
+            service.cancel(caller, call.target).await?;
+            Ok(json!({}))
+        }
+        ("POST", Some("wait"), false) => {
+            let mut json = json_body(body)?;
+            if let (Some(timeout), Value::Object(map)) = (query.get("timeout"), &mut json) {
+                map.entry("timeout").or_insert_with(|| Value::String(timeout.clone()));
+            }
+            let request: WaitOperationRequest = decode(service, "google.longrunning.WaitOperationRequest", json, call.target)?;
+            render(&service.wait(caller, call.target, request.timeout).await?)
+        }
+        ("POST", None, true) => {
+            let mut json = json_body(body)?;
+            type_fields(&mut json, &["input", "metadata"]);
+            set_resource(&mut json, "parent", call.parent())?;
+            let request: CreateOperationRequest = registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
+            render(&service.create(caller, request).await?)
+        }
+        ("POST", Some("update"), false) => {
+            let mut json = json_body(body)?;
+            type_fields(&mut json, &["metadata"]);
+            let request: UpdateOperationRequest = decode(service, "longrun.v1.UpdateOperationRequest", json, call.target)?;
+            let response = service.update(caller, request).await?;
+            registry
+                .to_json("longrun.v1.UpdateOperationResponse", &response)
+                .map_err(|err| Error::internal(err.to_string()))
+        }
+        ("POST", Some("complete"), false) => {
+            let mut json = json_body(body)?;
+            type_fields(&mut json, &["response"]);
+            if let Some(Value::Array(details)) = json.pointer_mut("/error/details") {
+                details.iter_mut().for_each(type_untyped);
+            }
+            let request: CompleteOperationRequest = decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
+            render(&service.complete(caller, request).await?)
+        }
+        ("POST", Some("claim"), true) => Err(Error::new(
+            Code::Unimplemented,
+            "NOT_IMPLEMENTED",
+            "claiming queued operations is not available in this version of longrun",
+        )),
+        _ => Err(Error::new(
+            Code::NotFound,
+            "UNKNOWN_METHOD",
+            format!(
+                "no REST method {method} /v1/{}{}; see /openapi.json",
+                call.target,
+                call.verb.map(|verb| format!(":{verb}")).unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// A query parameter by its JSON (camelCase) or proto (snake_case) name.
+fn param(query: &HashMap<String, String>, json_name: &str, proto_name: &str) -> Option<String> {
+    query.get(json_name).or_else(|| query.get(proto_name)).cloned()
+}
+
+/// The request body as JSON; an empty body is `{}`.
+fn json_body(body: &Bytes) -> Result<Value, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| Error::invalid("INVALID_JSON", format!("the request body is not valid JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(Error::invalid("INVALID_JSON", "the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Untyped JSON payloads become `Struct` (or `Value`), per SPEC §1.
+fn type_fields(json: &mut Value, fields: &[&str]) {
+    for field in fields {
+        if let Some(value) = json.get_mut(*field) {
+            type_untyped(value);
+        }
+    }
+}
+
+/// Puts the resource from the URL into the body's field, refusing a body
+/// that names a different one.
+fn set_resource(json: &mut Value, field: &str, resource: &str) -> Result<(), Error> {
+    let Value::Object(map) = json else { return Ok(()) };
+    match map.get(field) {
+        Some(Value::String(given)) if given != resource => Err(Error::invalid(
+            "RESOURCE_MISMATCH",
+            format!("the body's {field} {given:?} differs from the URL's {resource:?}"),
+        )),
+        _ => {
+            map.insert(field.to_owned(), Value::String(resource.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+/// Decodes a body addressed to operation `name`.
+fn decode<M: prost::Message + Default>(service: &Service, message: &str, mut json: Value, name: &str) -> Result<M, Error> {
+    set_resource(&mut json, "name", name)?;
+    Ok(service.registry().from_json(message, &json)?)
+}
+
+fn operation_json(service: &Service, operation: &Operation) -> Result<Value, Error> {
+    service.registry().to_json("google.longrunning.Operation", &to_wire(operation)).map_err(|err| {
+        Error::internal(format!("cannot serve operation {}: {err}", operation.name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_targets_and_verbs() {
+        let call = Call::parse("projects/p/locations/l/operations/1:cancel");
+        assert_eq!((call.target, call.verb, call.collection), ("projects/p/locations/l/operations/1", Some("cancel"), false));
+        let call = Call::parse("projects/p/operations:claim");
+        assert_eq!((call.target, call.verb, call.collection, call.parent()), ("projects/p/operations", Some("claim"), true, "projects/p"));
+        let call = Call::parse("operations");
+        assert_eq!((call.collection, call.parent()), (true, ""));
+        let call = Call::parse("operations/abc");
+        assert_eq!((call.target, call.verb, call.collection), ("operations/abc", None, false));
+    }
+
+    #[test]
+    fn every_code_has_an_http_status() {
+        for code in Code::ALL {
+            let status = http_status(code);
+            assert_eq!(status.is_success(), code == Code::Ok, "{code}");
+        }
+        assert_eq!(http_status(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(http_status(Code::AlreadyExists), StatusCode::CONFLICT);
+    }
+}

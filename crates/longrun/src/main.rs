@@ -1,0 +1,48 @@
+//! The `longrun` binary: `serve` runs the server; `operations …` is a
+//! client for it (and for any google.longrunning REST API). This file only
+//! wires configuration, logging and the subcommands together.
+
+mod cli;
+mod config;
+mod operations;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+use crate::cli::{Cli, Command};
+
+/// Usage or server error (SPEC §6).
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = match config::apply(Cli::command()) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Operations(args) => operations::run(args).await,
+        }
+    });
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::from(EXIT_ERROR)
+    })
+}
