@@ -1,0 +1,6 @@
+//! End-to-end tests of the `longrun` binary: the CLI against a real server,
+//! and Google's own Python clients against a real server (interop).
+
+mod cli;
+mod interop;
+mod support;
