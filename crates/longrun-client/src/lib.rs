@@ -42,7 +42,12 @@ pub const METADATA_TYPE: &str = "type.googleapis.com/longrun.v1.OperationMetadat
 pub enum Error {
     /// The server answered with an AIP-193 error.
     #[error("{status}: {message}")]
-    Api { code: Code, status: String, message: String, http_status: u16 },
+    Api {
+        code: Code,
+        status: String,
+        message: String,
+        http_status: u16,
+    },
     /// The request did not reach the server or the answer did not arrive.
     #[error("cannot reach {endpoint}: {reason}")]
     Transport { endpoint: String, reason: String },
@@ -117,7 +122,9 @@ impl Operation {
 
     /// True when done with an error whose code is 1 (CANCELLED).
     pub fn cancelled(&self) -> bool {
-        self.error.as_ref().is_some_and(|error| error.code == Code::Cancelled.as_i32())
+        self.error
+            .as_ref()
+            .is_some_and(|error| error.code == Code::Cancelled.as_i32())
     }
 }
 
@@ -191,13 +198,19 @@ impl Client {
     /// `token` as a bearer token when given.
     pub fn new(endpoint: &str, token: Option<String>) -> Result<Self, Error> {
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(Error::Usage(format!("endpoint {endpoint:?} must start with http:// or https://")));
+            return Err(Error::Usage(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            )));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|err| Error::Usage(err.to_string()))?;
-        Ok(Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), token })
+        Ok(Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -219,18 +232,33 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |err: reqwest::Error| Error::Transport { endpoint: self.endpoint.clone(), reason: err.to_string() };
+        let transport = |err: reqwest::Error| Error::Transport {
+            endpoint: self.endpoint.clone(),
+            reason: err.to_string(),
+        };
         let response = request.send().await.map_err(transport)?;
         let http_status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if !http_status.is_success() {
             let (status, message) = match serde_json::from_slice::<Envelope>(&bytes) {
                 Ok(envelope) => (envelope.error.status, envelope.error.message),
-                Err(_) => (String::new(), String::from_utf8_lossy(&bytes).trim().to_owned()),
+                Err(_) => (
+                    String::new(),
+                    String::from_utf8_lossy(&bytes).trim().to_owned(),
+                ),
             };
             let code = Code::from_name(&status).unwrap_or(Code::Unknown);
-            let status = if status.is_empty() { format!("HTTP {}", http_status.as_u16()) } else { status };
-            return Err(Error::Api { code, status, message, http_status: http_status.as_u16() });
+            let status = if status.is_empty() {
+                format!("HTTP {}", http_status.as_u16())
+            } else {
+                status
+            };
+            return Err(Error::Api {
+                code,
+                status,
+                message,
+                http_status: http_status.as_u16(),
+            });
         }
         serde_json::from_slice(&bytes).map_err(|err| Error::Decode(err.to_string()))
     }
@@ -241,7 +269,11 @@ impl Client {
 
     /// One page of the operations under `parent` (`""` for top level).
     pub async fn list(&self, parent: &str, options: &ListOptions) -> Result<ListPage, Error> {
-        let path = if parent.is_empty() { "operations".to_owned() } else { format!("{parent}/operations") };
+        let path = if parent.is_empty() {
+            "operations".to_owned()
+        } else {
+            format!("{parent}/operations")
+        };
         let mut query = Vec::new();
         if !options.filter.is_empty() {
             query.push(("filter", options.filter.clone()));
@@ -256,7 +288,14 @@ impl Client {
     }
 
     pub async fn cancel(&self, name: &str) -> Result<(), Error> {
-        let _: Value = self.call(reqwest::Method::POST, &format!("{name}:cancel"), &[], Some(&Value::Object(Default::default()))).await?;
+        let _: Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{name}:cancel"),
+                &[],
+                Some(&Value::Object(Default::default())),
+            )
+            .await?;
         Ok(())
     }
 
@@ -268,19 +307,35 @@ impl Client {
     /// Blocks on the server until the operation is done or `timeout` passes.
     pub async fn wait(&self, name: &str, timeout: Duration) -> Result<Operation, Error> {
         let body = serde_json::json!({ "timeout": format!("{}s", timeout.as_secs_f64()) });
-        self.call(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body)).await
+        self.call(
+            reqwest::Method::POST,
+            &format!("{name}:wait"),
+            &[],
+            Some(&body),
+        )
+        .await
     }
 
     /// Creates an operation under `parent` (longrun's producer API).
     pub async fn create(&self, parent: &str, request: &CreateRequest) -> Result<Operation, Error> {
-        let path = if parent.is_empty() { "operations".to_owned() } else { format!("{parent}/operations") };
+        let path = if parent.is_empty() {
+            "operations".to_owned()
+        } else {
+            format!("{parent}/operations")
+        };
         let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
-        self.call(reqwest::Method::POST, &path, &[], Some(&body)).await
+        self.call(reqwest::Method::POST, &path, &[], Some(&body))
+            .await
     }
 
     /// Reports progress on an external operation; returns whether
     /// cancellation was requested.
-    pub async fn update(&self, name: &str, progress_percent: Option<i32>, status_detail: Option<&str>) -> Result<bool, Error> {
+    pub async fn update(
+        &self,
+        name: &str,
+        progress_percent: Option<i32>,
+        status_detail: Option<&str>,
+    ) -> Result<bool, Error> {
         let mut body = serde_json::Map::new();
         if let Some(percent) = progress_percent {
             body.insert("progressPercent".into(), percent.into());
@@ -288,17 +343,37 @@ impl Client {
         if let Some(detail) = status_detail {
             body.insert("statusDetail".into(), detail.into());
         }
-        let answer: Value = self.call(reqwest::Method::POST, &format!("{name}:update"), &[], Some(&Value::Object(body))).await?;
-        Ok(answer.get("cancelRequested").and_then(Value::as_bool).unwrap_or(false))
+        let answer: Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{name}:update"),
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await?;
+        Ok(answer
+            .get("cancelRequested")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
     }
 
     /// Finishes an external operation with a response (JSON; untyped
     /// objects become `google.protobuf.Struct`) or an error.
-    pub async fn complete(&self, name: &str, result: Result<Value, Status>) -> Result<Operation, Error> {
+    pub async fn complete(
+        &self,
+        name: &str,
+        result: Result<Value, Status>,
+    ) -> Result<Operation, Error> {
         let body = match result {
             Ok(response) => serde_json::json!({ "response": response }),
             Err(status) => serde_json::json!({ "error": status }),
         };
-        self.call(reqwest::Method::POST, &format!("{name}:complete"), &[], Some(&body)).await
+        self.call(
+            reqwest::Method::POST,
+            &format!("{name}:complete"),
+            &[],
+            Some(&body),
+        )
+        .await
     }
 }

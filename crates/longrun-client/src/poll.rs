@@ -18,7 +18,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_secs(1), multiplier: 1.5, max: Duration::from_secs(20) }
+        Self {
+            initial: Duration::from_secs(1),
+            multiplier: 1.5,
+            max: Duration::from_secs(20),
+        }
     }
 }
 
@@ -41,7 +45,10 @@ impl Client {
             let left = deadline.saturating_duration_since(Instant::now());
             let operation = match backoff {
                 None => match self.wait(name, left.min(WAIT_SLICE)).await {
-                    Err(Error::Api { code: Code::NotFound | Code::Unimplemented, .. }) if self.get(name).await.is_ok() => {
+                    Err(Error::Api {
+                        code: Code::NotFound | Code::Unimplemented,
+                        ..
+                    }) if self.get(name).await.is_ok() => {
                         // The operation exists, so Wait itself is missing.
                         tracing::debug!("server has no Wait; polling Get with backoff");
                         backoff = Some(Backoff::default().initial);

@@ -3,10 +3,10 @@
 use prost::Message as _;
 use prost_types::Any;
 
+use crate::TYPE_URL_PREFIX;
 use crate::google::longrunning::{self, operation};
 use crate::google::rpc;
 use crate::longrun::v1::OperationMetadata;
-use crate::TYPE_URL_PREFIX;
 use longrun_types::{Operation, Outcome, Payload, Status};
 
 /// The wire Operation for a record: the producer's metadata if it set one,
@@ -48,11 +48,17 @@ pub fn standard_metadata(op: &Operation) -> OperationMetadata {
 }
 
 pub fn payload_to_any(payload: &Payload) -> Any {
-    Any { type_url: payload.type_url.clone(), value: payload.value.to_vec() }
+    Any {
+        type_url: payload.type_url.clone(),
+        value: payload.value.to_vec(),
+    }
 }
 
 pub fn any_to_payload(any: Any) -> Payload {
-    Payload { type_url: any.type_url, value: any.value.into() }
+    Payload {
+        type_url: any.type_url,
+        value: any.value.into(),
+    }
 }
 
 pub fn status_to_wire(status: &Status) -> rpc::Status {
@@ -117,7 +123,10 @@ mod tests {
         let wire = to_wire(&sample(State::Running, None));
         assert!(!wire.done);
         let any = wire.metadata.unwrap();
-        assert_eq!(any.type_url, "type.googleapis.com/longrun.v1.OperationMetadata");
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/longrun.v1.OperationMetadata"
+        );
         let metadata = OperationMetadata::decode(any.value.as_slice()).unwrap();
         assert_eq!(metadata.state, State::Running.as_i32());
         assert_eq!(metadata.progress_percent, 50);
@@ -127,10 +136,16 @@ mod tests {
     #[test]
     fn status_round_trips_through_bytes() {
         let mut status = Status::new(Code::Cancelled, "stopped");
-        status.details.push(Payload { type_url: "type.googleapis.com/google.protobuf.Empty".into(), value: Vec::new().into() });
+        status.details.push(Payload {
+            type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+            value: Vec::new().into(),
+        });
         assert_eq!(decode_status(&encode_status(&status)).unwrap(), status);
         let wire = to_wire(&sample(State::Cancelled, Some(Outcome::Error(status))));
         assert!(wire.done);
-        assert!(matches!(wire.result, Some(operation::Result::Error(rpc::Status { code: 1, .. }))));
+        assert!(matches!(
+            wire.result,
+            Some(operation::Result::Error(rpc::Status { code: 1, .. }))
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! The type registry: every message type longrun can read and write, and the
 //! proto3 JSON mapping for them, `Any` included.
 
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
+};
 use serde_json::Value;
 
 use crate::{DESCRIPTOR_SET, TYPE_URL_PREFIX};
@@ -59,9 +61,13 @@ impl Registry {
     /// registry: producers use them as payloads.
     fn load_well_known(&mut self) {
         for file in DescriptorPool::global().files() {
-            if file.package_name() == "google.protobuf" && self.pool.get_file_by_name(file.name()).is_none() {
+            if file.package_name() == "google.protobuf"
+                && self.pool.get_file_by_name(file.name()).is_none()
+            {
                 // Files of the global pool are complete and consistent.
-                let _ = self.pool.add_file_descriptor_proto(file.file_descriptor_proto().clone());
+                let _ = self
+                    .pool
+                    .add_file_descriptor_proto(file.file_descriptor_proto().clone());
             }
         }
     }
@@ -71,10 +77,16 @@ impl Registry {
     /// already has are skipped.
     pub fn load_descriptor_set(&mut self, bytes: &[u8]) -> Result<(), Error> {
         use prost::Message as _;
-        let set = prost_types::FileDescriptorSet::decode(bytes).map_err(|err| Error::Descriptors(err.to_string()))?;
-        let files: Vec<_> =
-            set.file.into_iter().filter(|file| self.pool.get_file_by_name(file.name()).is_none()).collect();
-        self.pool.add_file_descriptor_protos(files).map_err(|err| Error::Descriptors(err.to_string()))
+        let set = prost_types::FileDescriptorSet::decode(bytes)
+            .map_err(|err| Error::Descriptors(err.to_string()))?;
+        let files: Vec<_> = set
+            .file
+            .into_iter()
+            .filter(|file| self.pool.get_file_by_name(file.name()).is_none())
+            .collect();
+        self.pool
+            .add_file_descriptor_protos(files)
+            .map_err(|err| Error::Descriptors(err.to_string()))
     }
 
     /// The encoded descriptor set of everything the registry knows, for
@@ -91,7 +103,9 @@ impl Registry {
     fn descriptor(&self, full_name: &str) -> Result<MessageDescriptor, Error> {
         self.pool
             .get_message_by_name(full_name)
-            .ok_or_else(|| Error::UnknownType { type_name: full_name.to_owned() })
+            .ok_or_else(|| Error::UnknownType {
+                type_name: full_name.to_owned(),
+            })
     }
 
     /// Proto3 JSON of a message, `Any` fields resolved through the registry.
@@ -101,25 +115,43 @@ impl Registry {
 
     fn bytes_to_json(&self, full_name: &str, bytes: &[u8]) -> Result<Value, Error> {
         let descriptor = self.descriptor(full_name)?;
-        let dynamic = DynamicMessage::decode(descriptor, bytes)
-            .map_err(|err| Error::Binary { type_name: full_name.to_owned(), reason: err.to_string() })?;
+        let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(|err| Error::Binary {
+            type_name: full_name.to_owned(),
+            reason: err.to_string(),
+        })?;
         let options = SerializeOptions::new().skip_default_fields(true);
-        dynamic.serialize_with_options(serde_json::value::Serializer, &options).map_err(|err| {
-            self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
-                message: full_name.to_owned(),
-                reason: err.to_string(),
+        dynamic
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|err| {
+                self.unknown_type_in(&err.to_string())
+                    .unwrap_or_else(|| Error::Json {
+                        message: full_name.to_owned(),
+                        reason: err.to_string(),
+                    })
             })
-        })
     }
 
     /// Parses the proto3 JSON form of a message; unknown fields and unknown
     /// `@type`s are errors.
-    pub fn from_json<M: prost::Message + Default>(&self, full_name: &str, json: &Value) -> Result<M, Error> {
+    pub fn from_json<M: prost::Message + Default>(
+        &self,
+        full_name: &str,
+        json: &Value,
+    ) -> Result<M, Error> {
         let descriptor = self.descriptor(full_name)?;
-        let invalid = |reason: String| Error::Json { message: full_name.to_owned(), reason };
-        let dynamic = DynamicMessage::deserialize_with_options(descriptor, json, &DeserializeOptions::new())
-            .map_err(|err| self.first_unknown_type(json).unwrap_or_else(|| invalid(err.to_string())))?;
-        dynamic.transcode_to::<M>().map_err(|err| invalid(err.to_string()))
+        let invalid = |reason: String| Error::Json {
+            message: full_name.to_owned(),
+            reason,
+        };
+        let dynamic =
+            DynamicMessage::deserialize_with_options(descriptor, json, &DeserializeOptions::new())
+                .map_err(|err| {
+                    self.first_unknown_type(json)
+                        .unwrap_or_else(|| invalid(err.to_string()))
+                })?;
+        dynamic
+            .transcode_to::<M>()
+            .map_err(|err| invalid(err.to_string()))
     }
 
     /// The JSON form of a payload: `{"@type": ..., fields...}`.
@@ -133,19 +165,29 @@ impl Registry {
     pub fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
         let type_name = payload.type_name();
         if !payload.type_url.contains('/') {
-            return Err(Error::UnknownType { type_name: payload.type_url.clone() });
+            return Err(Error::UnknownType {
+                type_name: payload.type_url.clone(),
+            });
         }
         let descriptor = self.descriptor(type_name)?;
-        let dynamic = DynamicMessage::decode(descriptor, payload.value.as_ref())
-            .map_err(|err| Error::Binary { type_name: type_name.to_owned(), reason: err.to_string() })?;
+        let dynamic =
+            DynamicMessage::decode(descriptor, payload.value.as_ref()).map_err(|err| {
+                Error::Binary {
+                    type_name: type_name.to_owned(),
+                    reason: err.to_string(),
+                }
+            })?;
         // Nested Any fields must be known too: serialising resolves them all.
         let options = SerializeOptions::new();
-        dynamic.serialize_with_options(serde_json::value::Serializer, &options).map_err(|err| {
-            self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Binary {
-                type_name: type_name.to_owned(),
-                reason: err.to_string(),
-            })
-        })?;
+        dynamic
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|err| {
+                self.unknown_type_in(&err.to_string())
+                    .unwrap_or_else(|| Error::Binary {
+                        type_name: type_name.to_owned(),
+                        reason: err.to_string(),
+                    })
+            })?;
         Ok(())
     }
 
@@ -155,12 +197,17 @@ impl Registry {
                 if let Some(Value::String(url)) = map.get("@type") {
                     let name = url.rsplit_once('/').map_or(url.as_str(), |(_, name)| name);
                     if !self.contains(name) {
-                        return Some(Error::UnknownType { type_name: url.clone() });
+                        return Some(Error::UnknownType {
+                            type_name: url.clone(),
+                        });
                     }
                 }
-                map.values().find_map(|value| self.first_unknown_type(value))
+                map.values()
+                    .find_map(|value| self.first_unknown_type(value))
             }
-            Value::Array(items) => items.iter().find_map(|value| self.first_unknown_type(value)),
+            Value::Array(items) => items
+                .iter()
+                .find_map(|value| self.first_unknown_type(value)),
             _ => None,
         }
     }
@@ -170,7 +217,9 @@ impl Registry {
             .split(['\'', '"', ' '])
             .filter(|word| word.contains('/') && word.contains('.'))
             .find(|url| !self.contains(url.rsplit_once('/').map_or(url, |(_, name)| name)))
-            .map(|url| Error::UnknownType { type_name: url.to_owned() })
+            .map(|url| Error::UnknownType {
+                type_name: url.to_owned(),
+            })
     }
 }
 
@@ -178,9 +227,7 @@ impl Registry {
 /// becomes a `google.protobuf.Struct`, anything else a `google.protobuf.Value`.
 /// Typed JSON (and `null`) is left alone.
 pub fn type_untyped(value: &mut Value) {
-    let wrap = |type_name: &str, inner: Value| {
-        serde_json::json!({ "@type": format!("{TYPE_URL_PREFIX}{type_name}"), "value": inner })
-    };
+    let wrap = |type_name: &str, inner: Value| serde_json::json!({ "@type": format!("{TYPE_URL_PREFIX}{type_name}"), "value": inner });
     match value {
         Value::Null => {}
         Value::Object(map) if map.contains_key("@type") => {}
@@ -209,9 +256,16 @@ mod tests {
             "done": true,
             "response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3.0}},
         });
-        let op: Operation = registry.from_json("google.longrunning.Operation", &json).unwrap();
-        assert_eq!(op.metadata.as_ref().unwrap().type_url, "type.googleapis.com/longrun.v1.OperationMetadata");
-        let back = registry.to_json("google.longrunning.Operation", &op).unwrap();
+        let op: Operation = registry
+            .from_json("google.longrunning.Operation", &json)
+            .unwrap();
+        assert_eq!(
+            op.metadata.as_ref().unwrap().type_url,
+            "type.googleapis.com/longrun.v1.OperationMetadata"
+        );
+        let back = registry
+            .to_json("google.longrunning.Operation", &op)
+            .unwrap();
         assert_eq!(back, json);
     }
 
@@ -234,30 +288,51 @@ mod tests {
     fn unknown_types_are_named() {
         let registry = Registry::new();
         let json = json!({"name": "operations/1", "metadata": {"@type": "type.googleapis.com/acme.Missing"}});
-        let err = registry.from_json::<Operation>("google.longrunning.Operation", &json).unwrap_err();
-        assert_eq!(err, Error::UnknownType { type_name: "type.googleapis.com/acme.Missing".into() });
+        let err = registry
+            .from_json::<Operation>("google.longrunning.Operation", &json)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::UnknownType {
+                type_name: "type.googleapis.com/acme.Missing".into()
+            }
+        );
         assert!(err.to_string().contains("--descriptors"));
-        let payload = Payload { type_url: "type.googleapis.com/acme.Missing".into(), value: Vec::new().into() };
-        assert!(matches!(registry.check_payload(&payload), Err(Error::UnknownType { .. })));
+        let payload = Payload {
+            type_url: "type.googleapis.com/acme.Missing".into(),
+            value: Vec::new().into(),
+        };
+        assert!(matches!(
+            registry.check_payload(&payload),
+            Err(Error::UnknownType { .. })
+        ));
     }
 
     #[test]
     fn unknown_fields_and_bad_bytes_are_rejected() {
         let registry = Registry::new();
-        let err = registry.from_json::<Operation>("google.longrunning.Operation", &json!({"nope": 1})).unwrap_err();
+        let err = registry
+            .from_json::<Operation>("google.longrunning.Operation", &json!({"nope": 1}))
+            .unwrap_err();
         assert!(matches!(err, Error::Json { .. }), "{err}");
         let payload = Payload {
             type_url: "type.googleapis.com/google.protobuf.Struct".into(),
             value: vec![0xff, 0xff, 0xff].into(),
         };
-        assert!(matches!(registry.check_payload(&payload), Err(Error::Binary { .. })));
+        assert!(matches!(
+            registry.check_payload(&payload),
+            Err(Error::Binary { .. })
+        ));
     }
 
     #[test]
     fn untyped_json_becomes_struct_or_value() {
         let mut object = json!({"a": 1});
         type_untyped(&mut object);
-        assert_eq!(object, json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"a": 1}}));
+        assert_eq!(
+            object,
+            json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"a": 1}})
+        );
         let mut list = json!([1, 2]);
         type_untyped(&mut list);
         assert_eq!(list["@type"], "type.googleapis.com/google.protobuf.Value");

@@ -15,8 +15,8 @@ use crate::page_token::PageTokens;
 use crate::{Clock, Error};
 use longrun_proto::google::longrunning::ListOperationsRequest;
 use longrun_proto::longrun::v1::{
-    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest, UpdateOperationResponse,
-    complete_operation_request,
+    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
+    UpdateOperationResponse, complete_operation_request,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
 use longrun_store::{Completion, ListQuery, NewOperation, Store, Update};
@@ -72,7 +72,15 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Self {
         let tokens = PageTokens::new(store.page_token_key());
-        Self { store, registry, tokens, clock, max_wait, metrics: Metrics::new(), shutdown }
+        Self {
+            store,
+            registry,
+            tokens,
+            clock,
+            max_wait,
+            metrics: Metrics::new(),
+            shutdown,
+        }
     }
 
     pub(crate) fn registry(&self) -> &Registry {
@@ -85,17 +93,25 @@ impl Service {
 
     /// Times a call, counts it by method and code, and logs server faults
     /// with the request id.
-    async fn observe<T>(&self, caller: &Caller, method: &'static str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    async fn observe<T>(
+        &self,
+        caller: &Caller,
+        method: &'static str,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let started = Instant::now();
         let result = work.await;
         let code = result.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
-        self.metrics.request(method, caller.protocol, code, started.elapsed());
+        self.metrics
+            .request(method, caller.protocol, code, started.elapsed());
         if let Err(err) = &result {
             match err.code {
                 Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
                     tracing::error!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request failed");
                 }
-                _ => tracing::debug!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request refused"),
+                _ => {
+                    tracing::debug!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request refused")
+                }
             }
         }
         result
@@ -110,7 +126,11 @@ impl Service {
         .await
     }
 
-    pub async fn list(&self, caller: &Caller, request: ListOperationsRequest) -> Result<Page, Error> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        request: ListOperationsRequest,
+    ) -> Result<Page, Error> {
         self.observe(caller, "ListOperations", async {
             let parent = Parent::parse_pattern(&request.name)?;
             authorize(caller, Action::List, parent.as_str())?;
@@ -128,19 +148,31 @@ impl Service {
             let now = self.clock.now();
             let after = match request.page_token.as_str() {
                 "" => None,
-                token => Some(self.tokens.redeem(token, parent.as_str(), &request.filter, now)?),
+                token => Some(
+                    self.tokens
+                        .redeem(token, parent.as_str(), &request.filter, now)?,
+                ),
             };
-            let query = ListQuery { parent: parent.clone(), filter, after, limit: limit + 1 };
+            let query = ListQuery {
+                parent: parent.clone(),
+                filter,
+                after,
+                limit: limit + 1,
+            };
             let mut listed = self.store.list(&query).await?;
             let next_page_token = if listed.len() > limit {
                 listed.truncate(limit);
                 listed.last().map_or_else(String::new, |last| {
-                    self.tokens.issue(last.cursor, parent.as_str(), &request.filter, now)
+                    self.tokens
+                        .issue(last.cursor, parent.as_str(), &request.filter, now)
                 })
             } else {
                 String::new()
             };
-            Ok(Page { operations: listed.into_iter().map(|listed| listed.operation).collect(), next_page_token })
+            Ok(Page {
+                operations: listed.into_iter().map(|listed| listed.operation).collect(),
+                next_page_token,
+            })
         })
         .await
     }
@@ -152,7 +184,8 @@ impl Service {
             let before_done = self.store.get(&name).await?.done();
             let operation = self.store.cancel(&name, self.clock.now()).await?;
             if operation.done() && !before_done {
-                self.metrics.finished(operation.queue.as_deref(), operation.state);
+                self.metrics
+                    .finished(operation.queue.as_deref(), operation.state);
             }
             Ok(operation)
         })
@@ -171,7 +204,12 @@ impl Service {
     /// Returns when the operation is done, or after `timeout` (capped at
     /// `--max-wait`) with its latest state. Woken by the store's change
     /// announcements, never by polling.
-    pub async fn wait(&self, caller: &Caller, name: &str, timeout: Option<prost_types::Duration>) -> Result<Operation, Error> {
+    pub async fn wait(
+        &self,
+        caller: &Caller,
+        name: &str,
+        timeout: Option<prost_types::Duration>,
+    ) -> Result<Operation, Error> {
         self.observe(caller, "WaitOperation", async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Wait, &name.to_string())?;
@@ -207,7 +245,11 @@ impl Service {
         .await
     }
 
-    pub async fn create(&self, caller: &Caller, request: CreateOperationRequest) -> Result<Operation, Error> {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        request: CreateOperationRequest,
+    ) -> Result<Operation, Error> {
         self.observe(caller, "CreateOperation", async {
             let parent = Parent::parse(&request.parent)?;
             let id = if request.operation_id.is_empty() {
@@ -221,7 +263,9 @@ impl Service {
             let queue = match request.queue.as_str() {
                 "" => None,
                 queue => {
-                    validate_id(queue).map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {queue:?} {why}")))?;
+                    validate_id(queue).map_err(|why| {
+                        Error::invalid("INVALID_QUEUE", format!("queue {queue:?} {why}"))
+                    })?;
                     Some(request.queue.clone())
                 }
             };
@@ -235,7 +279,10 @@ impl Service {
                     ));
                 }
             };
-            let timeout = request.timeout.map(|timeout| duration("timeout", timeout)).transpose()?;
+            let timeout = request
+                .timeout
+                .map(|timeout| duration("timeout", timeout))
+                .transpose()?;
             let new = NewOperation {
                 name,
                 request_id,
@@ -258,7 +305,11 @@ impl Service {
         .await
     }
 
-    pub async fn update(&self, caller: &Caller, request: UpdateOperationRequest) -> Result<UpdateOperationResponse, Error> {
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        request: UpdateOperationRequest,
+    ) -> Result<UpdateOperationResponse, Error> {
         self.observe(caller, "UpdateOperation", async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Update, &name.to_string())?;
@@ -274,7 +325,10 @@ impl Service {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
                 metadata: self.payload(request.metadata)?,
                 progress_percent: request.progress_percent,
-                status_detail: request.status_detail.map(|detail| text("status_detail", detail)).transpose()?,
+                status_detail: request
+                    .status_detail
+                    .map(|detail| text("status_detail", detail))
+                    .transpose()?,
             };
             let operation = self.store.update(&name, update, self.clock.now()).await?;
             Ok(UpdateOperationResponse {
@@ -285,7 +339,11 @@ impl Service {
         .await
     }
 
-    pub async fn complete(&self, caller: &Caller, request: CompleteOperationRequest) -> Result<Operation, Error> {
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        request: CompleteOperationRequest,
+    ) -> Result<Operation, Error> {
         self.observe(caller, "CompleteOperation", async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Complete, &name.to_string())?;
@@ -300,7 +358,10 @@ impl Service {
                     if !(1..=16).contains(&status.code) {
                         return Err(Error::invalid(
                             "INVALID_ERROR_CODE",
-                            format!("error.code must be a google.rpc.Code from 1 to 16, got {}", status.code),
+                            format!(
+                                "error.code must be a google.rpc.Code from 1 to 16, got {}",
+                                status.code
+                            ),
                         ));
                     }
                     for detail in &status.details {
@@ -309,12 +370,22 @@ impl Service {
                     Outcome::Error(status)
                 }
                 None => {
-                    return Err(Error::invalid("MISSING_RESULT", "a completion needs exactly one of response and error"));
+                    return Err(Error::invalid(
+                        "MISSING_RESULT",
+                        "a completion needs exactly one of response and error",
+                    ));
                 }
             };
-            let completion = Completion { lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?, outcome };
-            let operation = self.store.complete(&name, completion, self.clock.now()).await?;
-            self.metrics.finished(operation.queue.as_deref(), operation.state);
+            let completion = Completion {
+                lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
+                outcome,
+            };
+            let operation = self
+                .store
+                .complete(&name, completion, self.clock.now())
+                .await?;
+            self.metrics
+                .finished(operation.queue.as_deref(), operation.state);
             Ok(operation)
         })
         .await
@@ -331,20 +402,30 @@ impl Service {
 }
 
 fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, Error> {
-    Duration::try_from(value)
-        .map_err(|_| Error::invalid("INVALID_DURATION", format!("{field} must be a non-negative duration")))
+    Duration::try_from(value).map_err(|_| {
+        Error::invalid(
+            "INVALID_DURATION",
+            format!("{field} must be a non-negative duration"),
+        )
+    })
 }
 
 fn text(field: &str, value: String) -> Result<String, Error> {
     if value.len() > MAX_TEXT {
-        return Err(Error::invalid("FIELD_TOO_LONG", format!("{field} is {} bytes; the limit is {MAX_TEXT}", value.len())));
+        return Err(Error::invalid(
+            "FIELD_TOO_LONG",
+            format!("{field} is {} bytes; the limit is {MAX_TEXT}", value.len()),
+        ));
     }
     Ok(value)
 }
 
 fn optional_text(field: &str, value: String, limit: usize) -> Result<Option<String>, Error> {
     if value.len() > limit {
-        return Err(Error::invalid("FIELD_TOO_LONG", format!("{field} is {} bytes; the limit is {limit}", value.len())));
+        return Err(Error::invalid(
+            "FIELD_TOO_LONG",
+            format!("{field} is {} bytes; the limit is {limit}", value.len()),
+        ));
     }
     Ok((!value.is_empty()).then_some(value))
 }

@@ -17,7 +17,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
@@ -34,7 +38,9 @@ impl Error {
     pub fn public_message(&self, request_id: &str) -> String {
         match self.code {
             Code::Internal | Code::Unknown | Code::DataLoss => {
-                format!("internal error; the server log has the details under request id {request_id}")
+                format!(
+                    "internal error; the server log has the details under request id {request_id}"
+                )
             }
             _ => self.message.clone(),
         }
@@ -47,7 +53,11 @@ impl From<longrun_types::Error> for Error {
             longrun_types::Error::InvalidName { .. } => "INVALID_NAME",
             longrun_types::Error::InvalidFilter { .. } => "INVALID_FILTER",
             longrun_types::Error::InvalidTransition { .. } => {
-                return Self::new(Code::FailedPrecondition, "INVALID_TRANSITION", err.to_string());
+                return Self::new(
+                    Code::FailedPrecondition,
+                    "INVALID_TRANSITION",
+                    err.to_string(),
+                );
             }
             // `longrun_types::Error` is non-exhaustive; a new variant is a
             // caller mistake until mapped here.
@@ -64,7 +74,9 @@ impl From<longrun_store::Error> for Error {
         match err {
             Store::NotFound(_) => Self::new(Code::NotFound, "OPERATION_NOT_FOUND", message),
             Store::AlreadyExists(_) => Self::new(Code::AlreadyExists, "OPERATION_EXISTS", message),
-            Store::FailedPrecondition { .. } => Self::new(Code::FailedPrecondition, "OPERATION_DONE", message),
+            Store::FailedPrecondition { .. } => {
+                Self::new(Code::FailedPrecondition, "OPERATION_DONE", message)
+            }
             Store::Aborted { .. } => Self::new(Code::Aborted, "LEASE_MISMATCH", message),
             Store::Unavailable(_) => Self::new(Code::Unavailable, "STORE_UNAVAILABLE", message),
             Store::Corrupt(_) => Self::internal(message),

@@ -10,14 +10,14 @@ use tonic::{Request, Response, Status};
 use crate::{Caller, Error, RequestId, Service};
 use longrun_proto::google::longrunning::operations_server::{Operations, OperationsServer};
 use longrun_proto::google::longrunning::{
-    CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest, ListOperationsResponse,
-    Operation, WaitOperationRequest,
+    CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest,
+    ListOperationsResponse, Operation, WaitOperationRequest,
 };
 use longrun_proto::google::rpc;
 use longrun_proto::longrun::v1::control_server::{Control, ControlServer};
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
-    UpdateOperationRequest, UpdateOperationResponse,
+    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest,
+    CreateOperationRequest, UpdateOperationRequest, UpdateOperationResponse,
 };
 use longrun_proto::{TYPE_URL_PREFIX, to_wire};
 use longrun_types::Code;
@@ -44,7 +44,9 @@ pub(crate) fn router(service: Arc<Service>) -> axum::Router {
         .add_service(health_service);
     match (reflection_v1, reflection_v1alpha) {
         (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
-        (Err(err), _) | (_, Err(err)) => tracing::error!(error = %err, "gRPC reflection is unavailable"),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::error!(error = %err, "gRPC reflection is unavailable")
+        }
     }
     routes.prepare().into_axum_router()
 }
@@ -96,21 +98,32 @@ fn status(err: &Error, request_id: &str) -> Status {
 pub(crate) struct Grpc(Arc<Service>);
 
 fn caller<T>(request: &Request<T>) -> Caller {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), |id| id.0.clone());
-    Caller { request_id, protocol: "grpc" }
+    let request_id = request.extensions().get::<RequestId>().map_or_else(
+        || uuid::Uuid::now_v7().simple().to_string(),
+        |id| id.0.clone(),
+    );
+    Caller {
+        request_id,
+        protocol: "grpc",
+    }
 }
 
 /// Runs a core call and converts its error.
-async fn answer<T>(caller: Caller, work: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
-    work.await.map(Response::new).map_err(|err| status(&err, &caller.request_id))
+async fn answer<T>(
+    caller: Caller,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<Response<T>, Status> {
+    work.await
+        .map(Response::new)
+        .map_err(|err| status(&err, &caller.request_id))
 }
 
 #[tonic::async_trait]
 impl Operations for Grpc {
-    async fn list_operations(&self, request: Request<ListOperationsRequest>) -> Result<Response<ListOperationsResponse>, Status> {
+    async fn list_operations(
+        &self,
+        request: Request<ListOperationsRequest>,
+    ) -> Result<Response<ListOperationsResponse>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
             let page = self.0.list(&caller, request.into_inner()).await?;
@@ -123,17 +136,35 @@ impl Operations for Grpc {
         .await
     }
 
-    async fn get_operation(&self, request: Request<GetOperationRequest>) -> Result<Response<Operation>, Status> {
+    async fn get_operation(
+        &self,
+        request: Request<GetOperationRequest>,
+    ) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
-        answer(caller.clone(), async { Ok(to_wire(&self.0.get(&caller, &request.into_inner().name).await?)) }).await
+        answer(caller.clone(), async {
+            Ok(to_wire(
+                &self.0.get(&caller, &request.into_inner().name).await?,
+            ))
+        })
+        .await
     }
 
-    async fn delete_operation(&self, request: Request<DeleteOperationRequest>) -> Result<Response<()>, Status> {
+    async fn delete_operation(
+        &self,
+        request: Request<DeleteOperationRequest>,
+    ) -> Result<Response<()>, Status> {
         let caller = caller(&request);
-        answer(caller.clone(), self.0.delete(&caller, &request.into_inner().name)).await
+        answer(
+            caller.clone(),
+            self.0.delete(&caller, &request.into_inner().name),
+        )
+        .await
     }
 
-    async fn cancel_operation(&self, request: Request<CancelOperationRequest>) -> Result<Response<()>, Status> {
+    async fn cancel_operation(
+        &self,
+        request: Request<CancelOperationRequest>,
+    ) -> Result<Response<()>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
             self.0.cancel(&caller, &request.into_inner().name).await?;
@@ -142,33 +173,67 @@ impl Operations for Grpc {
         .await
     }
 
-    async fn wait_operation(&self, request: Request<WaitOperationRequest>) -> Result<Response<Operation>, Status> {
+    async fn wait_operation(
+        &self,
+        request: Request<WaitOperationRequest>,
+    ) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        answer(caller.clone(), async { Ok(to_wire(&self.0.wait(&caller, &request.name, request.timeout).await?)) }).await
+        answer(caller.clone(), async {
+            Ok(to_wire(
+                &self.0.wait(&caller, &request.name, request.timeout).await?,
+            ))
+        })
+        .await
     }
 }
 
 #[tonic::async_trait]
 impl Control for Grpc {
-    async fn create_operation(&self, request: Request<CreateOperationRequest>) -> Result<Response<Operation>, Status> {
+    async fn create_operation(
+        &self,
+        request: Request<CreateOperationRequest>,
+    ) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
-        answer(caller.clone(), async { Ok(to_wire(&self.0.create(&caller, request.into_inner()).await?)) }).await
+        answer(caller.clone(), async {
+            Ok(to_wire(
+                &self.0.create(&caller, request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
-    async fn update_operation(&self, request: Request<UpdateOperationRequest>) -> Result<Response<UpdateOperationResponse>, Status> {
+    async fn update_operation(
+        &self,
+        request: Request<UpdateOperationRequest>,
+    ) -> Result<Response<UpdateOperationResponse>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), self.0.update(&caller, request.into_inner())).await
     }
 
-    async fn complete_operation(&self, request: Request<CompleteOperationRequest>) -> Result<Response<Operation>, Status> {
+    async fn complete_operation(
+        &self,
+        request: Request<CompleteOperationRequest>,
+    ) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
-        answer(caller.clone(), async { Ok(to_wire(&self.0.complete(&caller, request.into_inner()).await?)) }).await
+        answer(caller.clone(), async {
+            Ok(to_wire(
+                &self.0.complete(&caller, request.into_inner()).await?,
+            ))
+        })
+        .await
     }
 
-    async fn claim_operation(&self, request: Request<ClaimOperationRequest>) -> Result<Response<ClaimOperationResponse>, Status> {
+    async fn claim_operation(
+        &self,
+        request: Request<ClaimOperationRequest>,
+    ) -> Result<Response<ClaimOperationResponse>, Status> {
         let caller = caller(&request);
-        let err = Error::new(Code::Unimplemented, "NOT_IMPLEMENTED", "claiming queued operations is not available in this version of longrun");
+        let err = Error::new(
+            Code::Unimplemented,
+            "NOT_IMPLEMENTED",
+            "claiming queued operations is not available in this version of longrun",
+        );
         Err(status(&err, &caller.request_id))
     }
 }

@@ -40,7 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use crate::auth::Action;
-pub use crate::core::{Caller, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service};
+pub use crate::core::{
+    Caller, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service,
+};
 pub use crate::error::Error;
 pub use crate::page_token::LIFETIME as PAGE_TOKEN_LIFETIME;
 use longrun_proto::Registry;
@@ -75,7 +77,12 @@ pub struct Config {
 impl Config {
     /// Defaults: built-in types only, system clock, 60 s max wait.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, registry: Registry::new(), clock: Arc::new(SystemClock), max_wait: Duration::from_secs(60) }
+        Self {
+            store,
+            registry: Registry::new(),
+            clock: Arc::new(SystemClock),
+            max_wait: Duration::from_secs(60),
+        }
     }
 }
 
@@ -108,7 +115,9 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         stopping.cancel();
     };
-    axum::serve(listener, app).with_graceful_shutdown(signal).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
 }
 
 /// Gives each request an id (the caller's `x-request-id` if sane), a tracing
@@ -118,14 +127,22 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|value| {
+            !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic())
+        })
         .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned);
-    request.extensions_mut().insert(RequestId(request_id.clone()));
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "served");
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "served"
+        );
     });
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

@@ -62,29 +62,81 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("longrun");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let created = Family::<QueueLabels, Counter>::default();
         let finished = Family::<OutcomeLabels, Counter>::default();
         let waiters = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
-        registry.register("requests", "API requests by method, protocol and canonical code", requests.clone());
-        registry.register("request_duration_seconds", "API request latency", latency.clone());
-        registry.register("operations_created", "Operations created, by queue", created.clone());
-        registry.register("operations_finished", "Operations that reached a terminal state, by queue and outcome", finished.clone());
-        registry.register("waiters", "Wait calls blocked on an operation", waiters.clone());
-        Arc::new(Self { registry, requests, latency, created, finished, waiters })
+        registry.register(
+            "requests",
+            "API requests by method, protocol and canonical code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "API request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "operations_created",
+            "Operations created, by queue",
+            created.clone(),
+        );
+        registry.register(
+            "operations_finished",
+            "Operations that reached a terminal state, by queue and outcome",
+            finished.clone(),
+        );
+        registry.register(
+            "waiters",
+            "Wait calls blocked on an operation",
+            waiters.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+            created,
+            finished,
+            waiters,
+        })
     }
 
-    pub fn request(&self, method: &'static str, protocol: &'static str, code: Code, elapsed: Duration) {
-        self.requests.get_or_create(&RequestLabels { method, protocol, code: code.name() }).inc();
-        self.latency.get_or_create(&LatencyLabels { method, protocol }).observe(elapsed.as_secs_f64());
+    pub fn request(
+        &self,
+        method: &'static str,
+        protocol: &'static str,
+        code: Code,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                protocol,
+                code: code.name(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels { method, protocol })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn created(&self, queue: Option<&str>) {
-        self.created.get_or_create(&QueueLabels { queue: queue_label(queue) }).inc();
+        self.created
+            .get_or_create(&QueueLabels {
+                queue: queue_label(queue),
+            })
+            .inc();
     }
 
     pub fn finished(&self, queue: Option<&str>, state: State) {
-        self.finished.get_or_create(&OutcomeLabels { queue: queue_label(queue), outcome: state.name() }).inc();
+        self.finished
+            .get_or_create(&OutcomeLabels {
+                queue: queue_label(queue),
+                outcome: state.name(),
+            })
+            .inc();
     }
 
     /// Counts a waiter until the guard drops.

@@ -43,18 +43,30 @@ impl PageTokens {
         URL_SAFE_NO_PAD.encode(body)
     }
 
-    pub fn redeem(&self, token: &str, parent: &str, filter: &str, now: SystemTime) -> Result<Cursor, Error> {
-        let invalid = |why: &str| Error::invalid("INVALID_PAGE_TOKEN", format!("invalid page token: {why}"));
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid("not a token this server issued"))?;
+    pub fn redeem(
+        &self,
+        token: &str,
+        parent: &str,
+        filter: &str,
+        now: SystemTime,
+    ) -> Result<Cursor, Error> {
+        let invalid =
+            |why: &str| Error::invalid("INVALID_PAGE_TOKEN", format!("invalid page token: {why}"));
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| invalid("not a token this server issued"))?;
         if bytes.len() != BODY + TAG || bytes[0] != VERSION {
             return Err(invalid("not a token this server issued"));
         }
         let (body, tag) = bytes.split_at(BODY);
         let mut mac = self.mac();
         mac.update(body);
-        mac.verify_truncated_left(tag).map_err(|_| invalid("it has been altered or was issued by another deployment"))?;
+        mac.verify_truncated_left(tag)
+            .map_err(|_| invalid("it has been altered or was issued by another deployment"))?;
         if body[17..BODY] != scope(parent, filter) {
-            return Err(invalid("it was issued for a different parent or filter; start again without a page token"));
+            return Err(invalid(
+                "it was issued for a different parent or filter; start again without a page token",
+            ));
         }
         let field = |range: std::ops::Range<usize>| -> [u8; 8] {
             // The ranges are 8 bytes inside a body of checked length.
@@ -83,11 +95,16 @@ impl PageTokens {
 }
 
 fn seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 fn scope(parent: &str, filter: &str) -> [u8; 16] {
-    let digest = Sha256::new().chain_update(parent).chain_update([0]).chain_update(filter).finalize();
+    let digest = Sha256::new()
+        .chain_update(parent)
+        .chain_update([0])
+        .chain_update(filter)
+        .finalize();
     let mut scope = [0; 16];
     scope.copy_from_slice(&digest[..16]);
     scope
@@ -106,7 +123,12 @@ mod tests {
     fn round_trips_for_the_same_parent_and_filter() {
         let tokens = PageTokens::new([7; 32]);
         let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
-        assert_eq!(tokens.redeem(&token, "projects/p", "done = true", now()).unwrap(), Cursor(42));
+        assert_eq!(
+            tokens
+                .redeem(&token, "projects/p", "done = true", now())
+                .unwrap(),
+            Cursor(42)
+        );
     }
 
     #[test]
@@ -114,11 +136,25 @@ mod tests {
         let tokens = PageTokens::new([7; 32]);
         let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
         let message = |result: Result<Cursor, Error>| result.unwrap_err().message;
-        assert!(message(tokens.redeem(&token, "projects/p", "done = false", now())).contains("different parent or filter"));
-        assert!(message(tokens.redeem(&token, "projects/q", "done = true", now())).contains("different parent or filter"));
-        assert!(message(tokens.redeem(&token, "projects/p", "done = true", now() + LIFETIME * 2)).contains("expired"));
-        assert!(message(PageTokens::new([8; 32]).redeem(&token, "projects/p", "done = true", now())).contains("altered"));
-        assert!(message(tokens.redeem("garbage!", "projects/p", "", now())).contains("not a token"));
+        assert!(
+            message(tokens.redeem(&token, "projects/p", "done = false", now()))
+                .contains("different parent or filter")
+        );
+        assert!(
+            message(tokens.redeem(&token, "projects/q", "done = true", now()))
+                .contains("different parent or filter")
+        );
+        assert!(
+            message(tokens.redeem(&token, "projects/p", "done = true", now() + LIFETIME * 2))
+                .contains("expired")
+        );
+        assert!(
+            message(PageTokens::new([8; 32]).redeem(&token, "projects/p", "done = true", now()))
+                .contains("altered")
+        );
+        assert!(
+            message(tokens.redeem("garbage!", "projects/p", "", now())).contains("not a token")
+        );
     }
 
     proptest! {

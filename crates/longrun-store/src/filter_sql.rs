@@ -21,7 +21,11 @@ pub(crate) struct SqlBuilder {
 
 impl SqlBuilder {
     pub fn new(placeholder: fn(usize) -> String) -> Self {
-        Self { conditions: Vec::new(), params: Vec::new(), placeholder }
+        Self {
+            conditions: Vec::new(),
+            params: Vec::new(),
+            placeholder,
+        }
     }
 
     /// Binds a parameter and returns its placeholder.
@@ -36,7 +40,11 @@ impl SqlBuilder {
 
     /// `cond AND cond ...`, or `1=1` when there is none.
     pub fn where_clause(&self) -> String {
-        if self.conditions.is_empty() { "1=1".to_owned() } else { self.conditions.join(" AND ") }
+        if self.conditions.is_empty() {
+            "1=1".to_owned()
+        } else {
+            self.conditions.join(" AND ")
+        }
     }
 
     /// Adds the filter's conditions. Columns are those of the `operations`
@@ -74,10 +82,21 @@ mod tests {
 
     #[test]
     fn values_are_bound_never_spliced() {
-        let filter = Filter::parse(r#"metadata.verb = "x'; DROP TABLE operations; --" AND done != true"#).unwrap();
+        let filter =
+            Filter::parse(r#"metadata.verb = "x'; DROP TABLE operations; --" AND done != true"#)
+                .unwrap();
         let mut sql = SqlBuilder::new(|n| format!("?{n}"));
         sql.filter(&filter);
-        assert_eq!(sql.where_clause(), "verb = ?1 AND (done IS NOT NULL AND done <> ?2)");
-        assert_eq!(sql.params, vec![Param::Text("x'; DROP TABLE operations; --".into()), Param::Int(1)]);
+        assert_eq!(
+            sql.where_clause(),
+            "verb = ?1 AND (done IS NOT NULL AND done <> ?2)"
+        );
+        assert_eq!(
+            sql.params,
+            vec![
+                Param::Text("x'; DROP TABLE operations; --".into()),
+                Param::Int(1)
+            ]
+        );
     }
 }

@@ -15,6 +15,7 @@
 //!   a waiter that re-reads sees it.
 
 #[cfg(any(test, feature = "conformance"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 pub mod conformance;
 mod filter_sql;
 mod sqlite;
@@ -136,8 +137,18 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Queued → CANCELLED at once; running → `cancel_requested`; done → unchanged.
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation>;
     async fn delete(&self, name: &OperationName) -> Result<()>;
-    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
-    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;
+    async fn update(
+        &self,
+        name: &OperationName,
+        update: Update,
+        now: SystemTime,
+    ) -> Result<Operation>;
+    async fn complete(
+        &self,
+        name: &OperationName,
+        completion: Completion,
+        now: SystemTime,
+    ) -> Result<Operation>;
     /// Committed changes, for waiters. A lagging receiver must re-read.
     fn changes(&self) -> broadcast::Receiver<Change>;
     /// A secret shared by every node on this store, for signing page tokens.

@@ -66,11 +66,18 @@ impl Field {
     ];
 
     fn from_path(path: &str) -> Option<Self> {
-        Self::NAMES.iter().find(|(name, _)| *name == path).map(|(_, field)| *field)
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == path)
+            .map(|(_, field)| *field)
     }
 
     fn names() -> String {
-        Self::NAMES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+        Self::NAMES
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Converts a literal to this field's type.
@@ -103,7 +110,13 @@ impl Filter {
     /// Parses and type-checks a filter; the empty string matches everything.
     pub fn parse(text: &str) -> Result<Self, Error> {
         if text.len() > MAX_LENGTH {
-            return Err(invalid(1, format!("filter is {} bytes long; the limit is {MAX_LENGTH}", text.len())));
+            return Err(invalid(
+                1,
+                format!(
+                    "filter is {} bytes long; the limit is {MAX_LENGTH}",
+                    text.len()
+                ),
+            ));
         }
         let tokens = tokenize(text)?;
         let mut conditions = Vec::new();
@@ -111,9 +124,18 @@ impl Filter {
         while !rest.is_empty() {
             if !conditions.is_empty() {
                 match rest {
-                    [Token { kind: Kind::Word(word), .. }, tail @ ..] if word == "AND" => rest = tail,
+                    [
+                        Token {
+                            kind: Kind::Word(word),
+                            ..
+                        },
+                        tail @ ..,
+                    ] if word == "AND" => rest = tail,
                     [token, ..] => {
-                        return Err(invalid(token.column, format!("expected AND, found {}", token.describe())));
+                        return Err(invalid(
+                            token.column,
+                            format!("expected AND, found {}", token.describe()),
+                        ));
                     }
                     [] => unreachable_empty(),
                 }
@@ -130,7 +152,9 @@ impl Filter {
 
     /// Evaluates the filter in memory: the reference the SQL must agree with.
     pub fn matches(&self, op: &Operation) -> bool {
-        self.conditions.iter().all(|condition| condition.matches(op))
+        self.conditions
+            .iter()
+            .all(|condition| condition.matches(op))
     }
 }
 
@@ -163,29 +187,76 @@ fn unreachable_empty() -> ! {
 fn parse_condition<'t>(tokens: &'t [Token], text: &str) -> Result<(Condition, &'t [Token]), Error> {
     let end_column = text.chars().count() + 1;
     let (path, column) = match tokens.first() {
-        Some(Token { kind: Kind::Word(word), column }) => (word.as_str(), *column),
-        Some(token) => return Err(invalid(token.column, format!("expected a field name, found {}", token.describe()))),
+        Some(Token {
+            kind: Kind::Word(word),
+            column,
+        }) => (word.as_str(), *column),
+        Some(token) => {
+            return Err(invalid(
+                token.column,
+                format!("expected a field name, found {}", token.describe()),
+            ));
+        }
         None => return Err(invalid(end_column, "expected a field name".into())),
     };
     let field = Field::from_path(path).ok_or_else(|| {
-        invalid(column, format!("unknown field {path:?}; filterable fields are {}", Field::names()))
+        invalid(
+            column,
+            format!(
+                "unknown field {path:?}; filterable fields are {}",
+                Field::names()
+            ),
+        )
     })?;
     let comparator = match tokens.get(1) {
         Some(Token { kind: Kind::Eq, .. }) => Comparator::Eq,
         Some(Token { kind: Kind::Ne, .. }) => Comparator::Ne,
         Some(token) => {
-            return Err(invalid(token.column, format!("expected = or != after {path}, found {}", token.describe())));
+            return Err(invalid(
+                token.column,
+                format!("expected = or != after {path}, found {}", token.describe()),
+            ));
         }
-        None => return Err(invalid(end_column, format!("expected = or != after {path}"))),
+        None => {
+            return Err(invalid(
+                end_column,
+                format!("expected = or != after {path}"),
+            ));
+        }
     };
     let (literal, quoted, value_column) = match tokens.get(2) {
-        Some(Token { kind: Kind::Word(word), column }) => (word.as_str(), false, *column),
-        Some(Token { kind: Kind::Quoted(text), column }) => (text.as_str(), true, *column),
-        Some(token) => return Err(invalid(token.column, format!("expected a value, found {}", token.describe()))),
-        None => return Err(invalid(end_column, format!("expected a value after {path}"))),
+        Some(Token {
+            kind: Kind::Word(word),
+            column,
+        }) => (word.as_str(), false, *column),
+        Some(Token {
+            kind: Kind::Quoted(text),
+            column,
+        }) => (text.as_str(), true, *column),
+        Some(token) => {
+            return Err(invalid(
+                token.column,
+                format!("expected a value, found {}", token.describe()),
+            ));
+        }
+        None => {
+            return Err(invalid(
+                end_column,
+                format!("expected a value after {path}"),
+            ));
+        }
     };
-    let value = field.literal(literal, quoted).map_err(|message| invalid(value_column, message))?;
-    Ok((Condition { field, comparator, value }, &tokens[3..]))
+    let value = field
+        .literal(literal, quoted)
+        .map_err(|message| invalid(value_column, message))?;
+    Ok((
+        Condition {
+            field,
+            comparator,
+            value,
+        },
+        &tokens[3..],
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,10 +295,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, Error> {
         if c.is_whitespace() {
             i += 1;
         } else if c == '=' {
-            tokens.push(Token { kind: Kind::Eq, column });
+            tokens.push(Token {
+                kind: Kind::Eq,
+                column,
+            });
             i += 1;
         } else if c == '!' && chars.get(i + 1) == Some(&'=') {
-            tokens.push(Token { kind: Kind::Ne, column });
+            tokens.push(Token {
+                kind: Kind::Ne,
+                column,
+            });
             i += 2;
         } else if c == '"' || c == '\'' {
             let mut value = String::new();
@@ -252,13 +329,19 @@ fn tokenize(text: &str) -> Result<Vec<Token>, Error> {
                     }
                 }
             }
-            tokens.push(Token { kind: Kind::Quoted(value), column });
+            tokens.push(Token {
+                kind: Kind::Quoted(value),
+                column,
+            });
         } else if c.is_alphanumeric() || "._-@/*~".contains(c) {
             let start = i;
             while i < chars.len() && (chars[i].is_alphanumeric() || "._-@/*~:".contains(chars[i])) {
                 i += 1;
             }
-            tokens.push(Token { kind: Kind::Word(chars[start..i].iter().collect()), column });
+            tokens.push(Token {
+                kind: Kind::Word(chars[start..i].iter().collect()),
+                column,
+            });
         } else {
             return Err(invalid(column, format!("unexpected character {c:?}")));
         }
@@ -283,15 +366,34 @@ mod tests {
         assert_eq!(
             filter.conditions,
             vec![
-                Condition { field: Field::Done, comparator: Comparator::Eq, value: Value::Bool(false) },
-                Condition { field: Field::State, comparator: Comparator::Ne, value: Value::State(State::Queued) },
-                Condition { field: Field::ErrorCode, comparator: Comparator::Eq, value: Value::Int(5) },
-                Condition { field: Field::Verb, comparator: Comparator::Eq, value: Value::Text("create x".into()) },
+                Condition {
+                    field: Field::Done,
+                    comparator: Comparator::Eq,
+                    value: Value::Bool(false)
+                },
+                Condition {
+                    field: Field::State,
+                    comparator: Comparator::Ne,
+                    value: Value::State(State::Queued)
+                },
+                Condition {
+                    field: Field::ErrorCode,
+                    comparator: Comparator::Eq,
+                    value: Value::Int(5)
+                },
+                Condition {
+                    field: Field::Verb,
+                    comparator: Comparator::Eq,
+                    value: Value::Text("create x".into())
+                },
             ]
         );
         assert_eq!(Filter::parse("  ").unwrap(), Filter::default());
         assert_eq!(
-            Filter::parse("name = projects/p/operations/1").unwrap().conditions[0].value,
+            Filter::parse("name = projects/p/operations/1")
+                .unwrap()
+                .conditions[0]
+                .value,
             Value::Text("projects/p/operations/1".into())
         );
     }

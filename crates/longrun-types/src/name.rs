@@ -46,9 +46,12 @@ impl Parent {
         if path.is_empty() {
             return Ok(Self::root());
         }
-        let invalid = |reason: String| Error::InvalidName { name: path.to_owned(), reason };
+        let invalid = |reason: String| Error::InvalidName {
+            name: path.to_owned(),
+            reason,
+        };
         let segments: Vec<&str> = path.split('/').collect();
-        if segments.len() % 2 != 0 {
+        if !segments.len().is_multiple_of(2) {
             return Err(invalid(format!(
                 "a parent is made of collection/id pairs, but {:?} has no id",
                 segments[segments.len() - 1]
@@ -57,7 +60,11 @@ impl Parent {
         for (index, pair) in segments.chunks(2).enumerate() {
             let (collection, id) = (pair[0], pair[1]);
             check_collection(collection).map_err(|why| {
-                invalid(format!("collection {:?} (segment {}) {why}", collection, 2 * index + 1))
+                invalid(format!(
+                    "collection {:?} (segment {}) {why}",
+                    collection,
+                    2 * index + 1
+                ))
             })?;
             if collection == "operations" {
                 return Err(invalid(
@@ -67,11 +74,12 @@ impl Parent {
             if id == "-" && wildcards {
                 continue;
             }
-            validate_id(id).map_err(|why| {
-                invalid(format!("id {:?} (segment {}) {why}", id, 2 * index + 2))
-            })?;
+            validate_id(id)
+                .map_err(|why| invalid(format!("id {:?} (segment {}) {why}", id, 2 * index + 2)))?;
         }
-        Ok(Self { path: path.to_owned() })
+        Ok(Self {
+            path: path.to_owned(),
+        })
     }
 
     /// True for the top-level collection.
@@ -94,7 +102,10 @@ impl Parent {
         let mine = self.path.split('/');
         let theirs = other.path.split('/');
         self.path.split('/').count() == other.path.split('/').count()
-            && mine.zip(theirs).enumerate().all(|(i, (m, t))| m == t || (i % 2 == 1 && m == "-"))
+            && mine
+                .zip(theirs)
+                .enumerate()
+                .all(|(i, (m, t))| m == t || (i % 2 == 1 && m == "-"))
     }
 }
 
@@ -111,7 +122,10 @@ impl OperationName {
                 reason: "an operation's parent cannot contain the \"-\" wildcard".into(),
             });
         }
-        Ok(Self { parent, id: id.to_owned() })
+        Ok(Self {
+            parent,
+            id: id.to_owned(),
+        })
     }
 
     /// Parses `<parent>/operations/<id>`.
@@ -135,14 +149,20 @@ impl OperationName {
             return Err(invalid("the last two segments must be \"operations/<id>\""));
         }
         let parent = Parent::parse(parent).map_err(|err| match err {
-            Error::InvalidName { reason, .. } => Error::InvalidName { name: name.to_owned(), reason },
+            Error::InvalidName { reason, .. } => Error::InvalidName {
+                name: name.to_owned(),
+                reason,
+            },
             other => other,
         })?;
         validate_id(id).map_err(|why| Error::InvalidName {
             name: name.to_owned(),
             reason: format!("operation id {id:?} {why}"),
         })?;
-        Ok(Self { parent, id: id.to_owned() })
+        Ok(Self {
+            parent,
+            id: id.to_owned(),
+        })
     }
 
     pub fn parent(&self) -> &Parent {
@@ -194,10 +214,18 @@ fn check_segment(segment: &str) -> Result<(), String> {
         return Err("is empty".into());
     }
     if segment.len() > MAX_SEGMENT {
-        return Err(format!("is {} characters long; the limit is {MAX_SEGMENT}", segment.len()));
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_SEGMENT}",
+            segment.len()
+        ));
     }
-    match segment.chars().find(|c| !(c.is_ascii_alphanumeric() || "._~-".contains(*c))) {
-        Some(bad) => Err(format!("contains {bad:?}; allowed are letters, digits and . _ ~ -")),
+    match segment
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._~-".contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "contains {bad:?}; allowed are letters, digits and . _ ~ -"
+        )),
         None => Ok(()),
     }
 }
@@ -218,10 +246,19 @@ mod tests {
             let parsed = OperationName::parse(name).unwrap();
             assert_eq!(parsed.to_string(), name);
         }
-        let parsed = OperationName::parse("projects/p/locations/l/datasets/d/operations/2").unwrap();
-        assert_eq!(parsed.parent().as_str(), "projects/p/locations/l/datasets/d");
+        let parsed =
+            OperationName::parse("projects/p/locations/l/datasets/d/operations/2").unwrap();
+        assert_eq!(
+            parsed.parent().as_str(),
+            "projects/p/locations/l/datasets/d"
+        );
         assert_eq!(parsed.id(), "2");
-        assert!(OperationName::parse("operations/4").unwrap().parent().is_root());
+        assert!(
+            OperationName::parse("operations/4")
+                .unwrap()
+                .parent()
+                .is_root()
+        );
     }
 
     #[test]
@@ -244,7 +281,12 @@ mod tests {
             assert!(err.contains(needle), "{name:?}: {err}");
         }
         let long = format!("operations/{}", "a".repeat(64));
-        assert!(OperationName::parse(&long).unwrap_err().to_string().contains("limit is 63"));
+        assert!(
+            OperationName::parse(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("limit is 63")
+        );
         assert!(OperationName::parse(&format!("operations/{}", "a".repeat(63))).is_ok());
     }
 
@@ -256,6 +298,9 @@ mod tests {
         assert!(!pattern.matches(&Parent::parse("projects/a/locations/m").unwrap()));
         assert!(!pattern.matches(&Parent::parse("projects/a").unwrap()));
         assert!(Parent::parse("projects/-").is_err());
-        assert!(Parent::parse_pattern("-/p").is_err(), "collections are never wildcards");
+        assert!(
+            Parent::parse_pattern("-/p").is_err(),
+            "collections are never wildcards"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub struct Payload {
 impl Payload {
     /// The fully-qualified message name, e.g. `google.protobuf.Struct`.
     pub fn type_name(&self) -> &str {
-        self.type_url.rsplit_once('/').map_or(&self.type_url, |(_, name)| name)
+        self.type_url
+            .rsplit_once('/')
+            .map_or(&self.type_url, |(_, name)| name)
     }
 }
 
@@ -47,8 +49,13 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 5] =
-        [State::Queued, State::Running, State::Succeeded, State::Failed, State::Cancelled];
+    pub const ALL: [State; 5] = [
+        State::Queued,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Cancelled,
+    ];
 
     /// Terminal states are exactly those where the operation is done.
     pub fn is_done(self) -> bool {
@@ -99,15 +106,19 @@ impl State {
     pub fn check(self, to: State) -> Result<Transition, Error> {
         use State::*;
         let allowed = match (self, to) {
-            (Queued, Running) => true,      // claimed
-            (Running, Queued) => true,      // retry or lease expiry
+            (Queued, Running) => true, // claimed
+            (Running, Queued) => true, // retry or lease expiry
             (Queued | Running, Cancelled) => true,
             (Running, Succeeded | Failed) => true,
             // A queued operation whose deadline passes ends without running.
             (Queued, Failed) => true,
             _ => false,
         };
-        if allowed { Ok(Transition { from: self, to }) } else { Err(Error::InvalidTransition { from: self, to }) }
+        if allowed {
+            Ok(Transition { from: self, to })
+        } else {
+            Err(Error::InvalidTransition { from: self, to })
+        }
     }
 }
 
@@ -202,17 +213,32 @@ mod tests {
         assert!(State::Queued.check(State::Cancelled).is_ok());
         assert!(State::Running.check(State::Queued).is_ok());
         assert!(State::Running.check(State::Succeeded).is_ok());
-        assert!(State::Queued.check(State::Succeeded).is_err(), "must run before it succeeds");
+        assert!(
+            State::Queued.check(State::Succeeded).is_err(),
+            "must run before it succeeds"
+        );
         assert!(State::Running.check(State::Running).is_err());
     }
 
     #[test]
     fn outcome_decides_terminal_state() {
-        let payload = Payload { type_url: "type.googleapis.com/google.protobuf.Empty".into(), value: Bytes::new() };
+        let payload = Payload {
+            type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+            value: Bytes::new(),
+        };
         assert_eq!(payload.type_name(), "google.protobuf.Empty");
-        assert_eq!(State::for_outcome(&Outcome::Response(payload)), State::Succeeded);
-        assert_eq!(State::for_outcome(&Outcome::Error(Status::new(Code::Cancelled, "x"))), State::Cancelled);
-        assert_eq!(State::for_outcome(&Outcome::Error(Status::new(Code::Internal, "x"))), State::Failed);
+        assert_eq!(
+            State::for_outcome(&Outcome::Response(payload)),
+            State::Succeeded
+        );
+        assert_eq!(
+            State::for_outcome(&Outcome::Error(Status::new(Code::Cancelled, "x"))),
+            State::Cancelled
+        );
+        assert_eq!(
+            State::for_outcome(&Outcome::Error(Status::new(Code::Internal, "x"))),
+            State::Failed
+        );
         for state in State::ALL {
             assert_eq!(State::from_i32(state.as_i32()), Some(state));
             assert_eq!(State::from_name(state.name()), Some(state));

@@ -104,7 +104,11 @@ pub struct Status {
 
 impl Status {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code: code.as_i32(), message: message.into(), details: Vec::new() }
+        Self {
+            code: code.as_i32(),
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     /// The canonical code, or UNKNOWN for a number outside the 17.
@@ -126,6 +130,14 @@ mod tests {
         assert_eq!(Code::from_i32(17), None);
         assert_eq!(Code::from_i32(-1), None);
         assert_eq!(Code::NotFound.to_string(), "NOT_FOUND");
-        assert_eq!(Status { code: 99, message: String::new(), details: vec![] }.code(), Code::Unknown);
+        assert_eq!(
+            Status {
+                code: 99,
+                message: String::new(),
+                details: vec![]
+            }
+            .code(),
+            Code::Unknown
+        );
     }
 }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "longrun", version, about = "Long-running operations, wire-compatible with google.longrunning")]
+#[command(
+    name = "longrun",
+    version,
+    about = "Long-running operations, wire-compatible with google.longrunning"
+)]
 pub struct Cli {
     /// A TOML file whose keys are flag names, e.g. `max-wait = "30s"`.
     #[arg(long, global = true, env = "LONGRUN_CONFIG", value_name = "FILE")]
@@ -42,7 +46,12 @@ pub struct ServeArgs {
     pub store: String,
     /// A FileDescriptorSet (`protoc --include_imports --descriptor_set_out`)
     /// whose types may be used as payloads. Repeatable.
-    #[arg(long = "descriptors", env = "LONGRUN_DESCRIPTORS", value_name = "FILE", value_delimiter = ',')]
+    #[arg(
+        long = "descriptors",
+        env = "LONGRUN_DESCRIPTORS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
     pub descriptors: Vec<PathBuf>,
     /// Longest a Wait call may block.
     #[arg(long, env = "LONGRUN_MAX_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -57,7 +66,12 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct OperationsArgs {
     /// The server's base URL.
-    #[arg(long, global = true, env = "LONGRUN_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "LONGRUN_ENDPOINT",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub endpoint: String,
     /// Bearer token for servers started with --tokens.
     #[arg(long, global = true, env = "LONGRUN_TOKEN", hide_env_values = true)]

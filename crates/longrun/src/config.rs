@@ -10,9 +10,14 @@ use clap::Command;
 /// Finds `--config FILE` (or `LONGRUN_CONFIG`) before clap parses, and
 /// turns the file's keys into defaults of every subcommand that has them.
 pub fn apply(command: Command) -> anyhow::Result<Command> {
-    let Some(path) = config_path() else { return Ok(command) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    let Some(path) = config_path() else {
+        return Ok(command);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
     let mut command = command;
     for (key, value) in table {
         let flag = key.replace('_', "-");
@@ -23,7 +28,10 @@ pub fn apply(command: Command) -> anyhow::Result<Command> {
         let (updated, found) = set_default(command, &flag, &values);
         command = updated;
         if !found {
-            bail!("config file {}: unknown key {key:?}; keys are long flag names such as \"max-wait\"", path.display());
+            bail!(
+                "config file {}: unknown key {key:?}; keys are long flag names such as \"max-wait\"",
+                path.display()
+            );
         }
     }
     Ok(command)
@@ -50,10 +58,16 @@ fn set_default(command: Command, flag: &str, values: &[String]) -> (Command, boo
     let mut command = command;
     for id in ids {
         found = true;
-        let values: Vec<clap::builder::OsStr> = values.iter().map(|v| clap::builder::OsStr::from(clap::builder::Str::from(v.clone()))).collect();
+        let values: Vec<clap::builder::OsStr> = values
+            .iter()
+            .map(|v| clap::builder::OsStr::from(clap::builder::Str::from(v.clone())))
+            .collect();
         command = command.mut_arg(id, |arg| arg.default_values(values));
     }
-    let names: Vec<String> = command.get_subcommands().map(|sub| sub.get_name().to_owned()).collect();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
     for name in names {
         let mut sub_found = false;
         command = command.mut_subcommand(name, |sub| {

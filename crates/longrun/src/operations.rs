@@ -18,14 +18,22 @@ const EXIT_ERROR: u8 = 2;
 pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.endpoint, args.token)?;
     match args.command {
-        OperationsCommand::List { parent, filter, page_size, limit, format } => {
+        OperationsCommand::List {
+            parent,
+            filter,
+            page_size,
+            limit,
+            format,
+        } => {
             let operations = list(&client, &parent, filter, page_size, limit).await?;
             match format {
                 Format::Json => print_json(&serde_json::to_value(&operations)?),
                 Format::Table => println!("{}", table(&operations)),
             }
         }
-        OperationsCommand::Describe { name } => print_json(&serde_json::to_value(client.get(&name).await?)?),
+        OperationsCommand::Describe { name } => {
+            print_json(&serde_json::to_value(client.get(&name).await?)?)
+        }
         OperationsCommand::Create {
             parent,
             queue,
@@ -44,14 +52,18 @@ pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
                 request_id,
                 queue,
                 input: input.map(|text| parse_json("--input", &text)).transpose()?,
-                metadata: metadata.map(|text| parse_json("--metadata", &text)).transpose()?,
+                metadata: metadata
+                    .map(|text| parse_json("--metadata", &text))
+                    .transpose()?,
                 verb,
                 target,
                 api_version,
                 max_attempts,
                 timeout: timeout.map(|timeout| format!("{}s", timeout.as_secs_f64())),
             };
-            print_json(&serde_json::to_value(client.create(&parent, &request).await?)?);
+            print_json(&serde_json::to_value(
+                client.create(&parent, &request).await?,
+            )?);
         }
         OperationsCommand::Cancel { name } => {
             client.cancel(&name).await?;
@@ -66,8 +78,18 @@ pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(client: &Client, parent: &str, filter: String, page_size: i32, limit: usize) -> anyhow::Result<Vec<Operation>> {
-    let mut options = ListOptions { filter, page_size, page_token: String::new() };
+async fn list(
+    client: &Client,
+    parent: &str,
+    filter: String,
+    page_size: i32,
+    limit: usize,
+) -> anyhow::Result<Vec<Operation>> {
+    let mut options = ListOptions {
+        filter,
+        page_size,
+        page_token: String::new(),
+    };
     let mut operations = Vec::new();
     loop {
         let page = client.list(parent, &options).await?;
@@ -86,7 +108,10 @@ fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
 
 fn print_json(value: &Value) {
     // Serialising a Value cannot fail.
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn state(operation: &Operation) -> String {
@@ -101,7 +126,9 @@ fn state(operation: &Operation) -> String {
 
 fn table(operations: &[Operation]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["NAME", "STATE", "PROGRESS", "VERB", "TARGET", "CREATED"]);
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["NAME", "STATE", "PROGRESS", "VERB", "TARGET", "CREATED"]);
     for operation in operations {
         let metadata = operation.standard_metadata().unwrap_or_default();
         table.add_row([
@@ -116,7 +143,11 @@ fn table(operations: &[Operation]) -> Table {
     table
 }
 
-async fn wait(client: &Client, name: &str, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+async fn wait(
+    client: &Client,
+    name: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:40}] {pos:>3}% {msg}")
@@ -134,12 +165,19 @@ async fn wait(client: &Client, name: &str, timeout: std::time::Duration) -> anyh
     bar.finish_and_clear();
     print_json(&serde_json::to_value(&operation)?);
     if !operation.done {
-        eprintln!("{name} is still running after {}", humantime::format_duration(timeout));
+        eprintln!(
+            "{name} is still running after {}",
+            humantime::format_duration(timeout)
+        );
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     match &operation.error {
         Some(error) => {
-            eprintln!("{name} {}: {}", state(&operation).to_lowercase(), error.message);
+            eprintln!(
+                "{name} {}: {}",
+                state(&operation).to_lowercase(),
+                error.message
+            );
             Ok(ExitCode::from(EXIT_FAILED))
         }
         None => Ok(ExitCode::SUCCESS),

@@ -25,11 +25,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let mut registry = Registry::new();
     for path in &args.descriptors {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read descriptor set {}", path.display()))?;
-        registry.load_descriptor_set(&bytes).with_context(|| format!("descriptor set {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read descriptor set {}", path.display()))?;
+        registry
+            .load_descriptor_set(&bytes)
+            .with_context(|| format!("descriptor set {}", path.display()))?;
         tracing::info!(path = %path.display(), "loaded payload types");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let mut config = longrun_server::Config::new(store);
     config.registry = registry;
     config.max_wait = args.max_wait;
@@ -58,20 +63,34 @@ fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         bail!("the PostgreSQL store is not available in this release; use --store sqlite:PATH");
     }
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
     if path.is_empty() {
         bail!("--store {url:?} names no file; use sqlite:PATH");
     }
-    let store = SqliteStore::open(path).with_context(|| format!("cannot open SQLite store {path}"))?;
-    tracing::info!(path, durability = "WAL, synchronous=FULL, group commit", "opened SQLite store");
+    let store =
+        SqliteStore::open(path).with_context(|| format!("cannot open SQLite store {path}"))?;
+    tracing::info!(
+        path,
+        durability = "WAL, synchronous=FULL, group commit",
+        "opened SQLite store"
+    );
     Ok(Arc::new(store))
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }

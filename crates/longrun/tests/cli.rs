@@ -7,7 +7,11 @@ use serde_json::Value;
 use crate::support::Server;
 
 fn json(output: &std::process::Output) -> Value {
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -33,19 +37,42 @@ fn post(endpoint: &str, path: &str, body: &Value) -> String {
 fn create_list_describe_and_delete() {
     let server = Server::start(&[]);
     let created = json(&server.cli(&[
-        "create", "projects/p/locations/l", "--queue", "imports", "--input", r#"{"path": "a.csv"}"#,
-        "--verb", "import", "--operation-id", "op-1",
+        "create",
+        "projects/p/locations/l",
+        "--queue",
+        "imports",
+        "--input",
+        r#"{"path": "a.csv"}"#,
+        "--verb",
+        "import",
+        "--operation-id",
+        "op-1",
     ]));
     assert_eq!(created["name"], "projects/p/locations/l/operations/op-1");
     assert_eq!(created["metadata"]["state"], "QUEUED");
     let table = server.cli(&["list", "projects/p/locations/l"]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("projects/p/locations/l/operations/op-1") && text.contains("QUEUED"), "{text}");
-    let listed = json(&server.cli(&["list", "projects/p/locations/l", "--format", "json", "--filter", "done = false"]));
+    assert!(
+        text.contains("projects/p/locations/l/operations/op-1") && text.contains("QUEUED"),
+        "{text}"
+    );
+    let listed = json(&server.cli(&[
+        "list",
+        "projects/p/locations/l",
+        "--format",
+        "json",
+        "--filter",
+        "done = false",
+    ]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let described = json(&server.cli(&["describe", "projects/p/locations/l/operations/op-1"]));
     assert_eq!(described["metadata"]["verb"], "import");
-    assert!(server.cli(&["delete", "projects/p/locations/l/operations/op-1"]).status.success());
+    assert!(
+        server
+            .cli(&["delete", "projects/p/locations/l/operations/op-1"])
+            .status
+            .success()
+    );
     let missing = server.cli(&["describe", "projects/p/locations/l/operations/op-1"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NOT_FOUND"));
@@ -55,13 +82,39 @@ fn create_list_describe_and_delete() {
 fn list_pages_transparently_up_to_the_limit() {
     let server = Server::start(&[]);
     for i in 0..7 {
-        json(&server.cli(&["create", "projects/paging", "--operation-id", &format!("op{i}")]));
+        json(&server.cli(&[
+            "create",
+            "projects/paging",
+            "--operation-id",
+            &format!("op{i}"),
+        ]));
     }
-    let all = json(&server.cli(&["list", "projects/paging", "--format", "json", "--page-size", "2"]));
-    let names: Vec<&str> = all.as_array().unwrap().iter().map(|op| op["name"].as_str().unwrap()).collect();
+    let all = json(&server.cli(&[
+        "list",
+        "projects/paging",
+        "--format",
+        "json",
+        "--page-size",
+        "2",
+    ]));
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 7);
     assert_eq!(names[0], "projects/paging/operations/op6", "newest first");
-    let limited = json(&server.cli(&["list", "projects/paging", "--format", "json", "--page-size", "2", "--limit", "3"]));
+    let limited = json(&server.cli(&[
+        "list",
+        "projects/paging",
+        "--format",
+        "json",
+        "--page-size",
+        "2",
+        "--limit",
+        "3",
+    ]));
     assert_eq!(limited.as_array().unwrap().len(), 3);
 }
 
@@ -73,8 +126,16 @@ fn wait_exits_0_on_success_and_1_on_failure() {
     let endpoint = server.endpoint.clone();
     let finisher = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        post(&endpoint, "/v1/projects/w/operations/good:complete", &serde_json::json!({"response": {"rows": 3}}));
-        post(&endpoint, "/v1/projects/w/operations/bad:complete", &serde_json::json!({"error": {"code": 9, "message": "disk full"}}));
+        post(
+            &endpoint,
+            "/v1/projects/w/operations/good:complete",
+            &serde_json::json!({"response": {"rows": 3}}),
+        );
+        post(
+            &endpoint,
+            "/v1/projects/w/operations/bad:complete",
+            &serde_json::json!({"error": {"code": 9, "message": "disk full"}}),
+        );
     });
     let good = server.cli(&["wait", "projects/w/operations/good", "--timeout", "20s"]);
     finisher.join().unwrap();
@@ -84,14 +145,30 @@ fn wait_exits_0_on_success_and_1_on_failure() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("disk full"));
     json(&server.cli(&["create", "projects/w", "--operation-id", "slow"]));
     let timed_out = server.cli(&["wait", "projects/w/operations/slow", "--timeout", "1s"]);
-    assert_eq!(timed_out.status.code(), Some(2), "still running at the timeout");
+    assert_eq!(
+        timed_out.status.code(),
+        Some(2),
+        "still running at the timeout"
+    );
 }
 
 #[test]
 fn cancel_of_a_queued_operation_ends_it() {
     let server = Server::start(&[]);
-    json(&server.cli(&["create", "projects/c", "--queue", "q", "--operation-id", "x"]));
-    assert!(server.cli(&["cancel", "projects/c/operations/x"]).status.success());
+    json(&server.cli(&[
+        "create",
+        "projects/c",
+        "--queue",
+        "q",
+        "--operation-id",
+        "x",
+    ]));
+    assert!(
+        server
+            .cli(&["cancel", "projects/c/operations/x"])
+            .status
+            .success()
+    );
     let op = json(&server.cli(&["describe", "projects/c/operations/x"]));
     assert_eq!(op["done"], true);
     assert_eq!(op["error"]["code"], 1);
@@ -104,7 +181,10 @@ fn bad_usage_exits_2() {
     let output = server.cli(&["describe", "not a name"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("INVALID_ARGUMENT"));
-    let unknown = std::process::Command::new(crate::support::binary()).args(["operations", "frobnicate"]).output().unwrap();
+    let unknown = std::process::Command::new(crate::support::binary())
+        .args(["operations", "frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
 }
 
@@ -115,20 +195,33 @@ fn sigterm_stops_the_server_promptly() {
     // A waiter blocked on the server must not hold up shutdown.
     let endpoint = server.endpoint.clone();
     let waiter = std::thread::spawn(move || {
-        post(&endpoint, "/v1/projects/s/operations/pending:wait?timeout=50s", &serde_json::json!({}))
+        post(
+            &endpoint,
+            "/v1/projects/s/operations/pending:wait?timeout=50s",
+            &serde_json::json!({}),
+        )
     });
     std::thread::sleep(Duration::from_millis(300));
     let (elapsed, status) = server.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     let answer = waiter.join().unwrap();
-    assert!(answer.contains("projects/s/operations/pending"), "the waiter got the latest state: {answer}");
+    assert!(
+        answer.contains("projects/s/operations/pending"),
+        "the waiter got the latest state: {answer}"
+    );
 }
 
 #[test]
 fn refuses_non_loopback_without_auth() {
     let output = std::process::Command::new(crate::support::binary())
-        .args(["serve", "--listen", "0.0.0.0:0", "--store", "sqlite::memory:"])
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--store",
+            "sqlite::memory:",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -142,14 +235,30 @@ fn config_file_and_env_set_flags() {
     std::fs::write(&config, "endpoint = \"http://127.0.0.1:1\"\n").unwrap();
     // The config file's endpoint is used...
     let output = std::process::Command::new(crate::support::binary())
-        .args(["--config", config.to_str().unwrap(), "operations", "describe", "operations/x"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "operations",
+            "describe",
+            "operations/x",
+        ])
         .env_remove("LONGRUN_ENDPOINT")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:1"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // ...unless the environment says otherwise.
     let output = std::process::Command::new(crate::support::binary())
-        .args(["--config", config.to_str().unwrap(), "operations", "describe", "operations/x"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "operations",
+            "describe",
+            "operations/x",
+        ])
         .env("LONGRUN_ENDPOINT", "http://127.0.0.1:2")
         .output()
         .unwrap();

@@ -11,7 +11,9 @@ use std::process::Command;
 use crate::support::{Server, workspace_root};
 
 fn run(command: &mut Command) {
-    let status = command.status().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
@@ -27,7 +29,9 @@ fn venv(root: &Path) -> PathBuf {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let _ = std::fs::remove_dir_all(&venv);
     run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements));
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements));
     std::fs::write(&stamp, wanted).unwrap();
     venv
 }
@@ -47,11 +51,22 @@ fn google_clients_drive_the_real_server() {
         .arg(root.join("proto/longrun/v1/control.proto")));
     let server = Server::start(&["--max-wait", "30s"]);
     let status = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/interop"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/interop",
+        ])
         .current_dir(&root)
         .env("LONGRUN_ENDPOINT", &server.endpoint)
         .env("LONGRUN_PROTO_PY", generated.path())
         .status()
         .unwrap();
-    assert!(status.success(), "the interop suite failed against {}", server.endpoint);
+    assert!(
+        status.success(),
+        "the interop suite failed against {}",
+        server.endpoint
+    );
 }

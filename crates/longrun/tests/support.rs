@@ -19,7 +19,10 @@ pub fn binary() -> &'static str {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 impl Server {
@@ -27,7 +30,15 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store = format!("sqlite:{}", dir.path().join("longrun.db").display());
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--store", &store, "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &store,
+                "--log-format",
+                "json",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -41,10 +52,12 @@ impl Server {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                if !sent
+                    && let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
                     && entry["message"] == "serving REST and gRPC"
                 {
-                    let _ = address_tx.send(entry["address"].as_str().unwrap_or_default().to_owned());
+                    let _ =
+                        address_tx.send(entry["address"].as_str().unwrap_or_default().to_owned());
                     sent = true;
                 }
                 if std::env::var_os("LONGRUN_TEST_SERVER_LOG").is_some() {
@@ -52,13 +65,23 @@ impl Server {
                 }
             }
         });
-        let address = address_rx.recv_timeout(Duration::from_secs(30)).expect("server did not start within 30s");
-        Self { child, endpoint: format!("http://{address}"), _dir: dir }
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start within 30s");
+        Self {
+            child,
+            endpoint: format!("http://{address}"),
+            _dir: dir,
+        }
     }
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(binary()).args(["operations", "--endpoint", &self.endpoint]).args(args).output().unwrap()
+        Command::new(binary())
+            .args(["operations", "--endpoint", &self.endpoint])
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Sends SIGTERM and returns how long the process took to exit.

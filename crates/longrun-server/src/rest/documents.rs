@@ -13,13 +13,21 @@ use serde_json::{Map, Value, json};
 /// nested collections such as `…/datasets/d` (SPEC §1).
 const SHAPES: &[(&[&str], &str, &str)] = &[
     (&[], "^operations/[^/]+$", ""),
-    (&["projects"], "^projects/[^/]+(/[^/]+/[^/]+)*/operations/[^/]+$", "^projects/[^/]+(/[^/]+/[^/]+)*$"),
+    (
+        &["projects"],
+        "^projects/[^/]+(/[^/]+/[^/]+)*/operations/[^/]+$",
+        "^projects/[^/]+(/[^/]+/[^/]+)*$",
+    ),
     (
         &["projects", "locations"],
         "^projects/[^/]+/locations/[^/]+(/[^/]+/[^/]+)*/operations/[^/]+$",
         "^projects/[^/]+/locations/[^/]+(/[^/]+/[^/]+)*$",
     ),
-    (&["locations"], "^locations/[^/]+(/[^/]+/[^/]+)*/operations/[^/]+$", "^locations/[^/]+(/[^/]+/[^/]+)*$"),
+    (
+        &["locations"],
+        "^locations/[^/]+(/[^/]+/[^/]+)*/operations/[^/]+$",
+        "^locations/[^/]+(/[^/]+/[^/]+)*$",
+    ),
 ];
 
 /// OpenAPI paths cannot hold slashes in parameters, so each parent shape is
@@ -33,7 +41,10 @@ const OPENAPI_PARENTS: &[&str] = &[
 ];
 
 fn root_url(headers: &HeaderMap) -> String {
-    let host = headers.get(HOST).and_then(|host| host.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    let host = headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
     format!("http://{host}/")
 }
 
@@ -140,10 +151,13 @@ pub(super) async fn discovery(headers: HeaderMap) -> Response {
     let mut resources = Map::new();
     for (path, name_pattern, parent_pattern) in SHAPES {
         let prefix: String = path.iter().map(|resource| format!("{resource}.")).collect();
-        let operations = json!({"methods": discovery_methods(&prefix, name_pattern, parent_pattern)});
+        let operations =
+            json!({"methods": discovery_methods(&prefix, name_pattern, parent_pattern)});
         let mut level = &mut resources;
         for resource in *path {
-            let entry = level.entry(resource.to_string()).or_insert_with(|| json!({"resources": {}}));
+            let entry = level
+                .entry(resource.to_string())
+                .or_insert_with(|| json!({"resources": {}}));
             level = match entry.get_mut("resources") {
                 Some(Value::Object(map)) => map,
                 _ => unreachable!("every resource is created with a resources map"),
@@ -183,7 +197,12 @@ fn openapi_parameters(template: &str) -> Vec<Value> {
         .collect()
 }
 
-fn openapi_operation(summary: &str, parameters: Vec<Value>, body: Option<&str>, response: &str) -> Value {
+fn openapi_operation(
+    summary: &str,
+    parameters: Vec<Value>,
+    body: Option<&str>,
+    response: &str,
+) -> Value {
     let mut operation = json!({
         "summary": summary,
         "parameters": parameters,
@@ -205,11 +224,20 @@ fn openapi_operation(summary: &str, parameters: Vec<Value>, body: Option<&str>, 
 pub(super) async fn openapi(headers: HeaderMap) -> Response {
     let mut paths = Map::new();
     for parent in OPENAPI_PARENTS {
-        let collection = if parent.is_empty() { "/v1/operations".to_owned() } else { format!("/v1/{parent}/operations") };
+        let collection = if parent.is_empty() {
+            "/v1/operations".to_owned()
+        } else {
+            format!("/v1/{parent}/operations")
+        };
         let operation = format!("{collection}/{{operation}}");
         let list_params = openapi_parameters(&collection);
         let mut query = list_params.clone();
-        for (name, kind) in [("filter", "string"), ("pageSize", "integer"), ("pageToken", "string"), ("returnPartialSuccess", "boolean")] {
+        for (name, kind) in [
+            ("filter", "string"),
+            ("pageSize", "integer"),
+            ("pageToken", "string"),
+            ("returnPartialSuccess", "boolean"),
+        ] {
             query.push(json!({"name": name, "in": "query", "schema": {"type": kind}}));
         }
         let op_params = openapi_parameters(&operation);
@@ -228,12 +256,34 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
         }));
         for (verb, summary, body, response) in [
             ("cancel", "Request cancellation", Some("Empty"), "Empty"),
-            ("wait", "Wait until done or timeout", Some("WaitOperationRequest"), "Operation"),
-            ("update", "Report progress (producer/worker API)", Some("UpdateOperationRequest"), "UpdateOperationResponse"),
-            ("complete", "Finish with a response or an error (producer/worker API)", Some("CompleteOperationRequest"), "Operation"),
+            (
+                "wait",
+                "Wait until done or timeout",
+                Some("WaitOperationRequest"),
+                "Operation",
+            ),
+            (
+                "update",
+                "Report progress (producer/worker API)",
+                Some("UpdateOperationRequest"),
+                "UpdateOperationResponse",
+            ),
+            (
+                "complete",
+                "Finish with a response or an error (producer/worker API)",
+                Some("CompleteOperationRequest"),
+                "Operation",
+            ),
         ] {
-            let params = if verb == "wait" { wait_params.clone() } else { op_params.clone() };
-            paths.insert(format!("{operation}:{verb}"), json!({"post": openapi_operation(summary, params, body, response)}));
+            let params = if verb == "wait" {
+                wait_params.clone()
+            } else {
+                op_params.clone()
+            };
+            paths.insert(
+                format!("{operation}:{verb}"),
+                json!({"post": openapi_operation(summary, params, body, response)}),
+            );
         }
     }
     let any = json!({"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": true});

@@ -18,9 +18,13 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::{Caller, Error, RequestId, Service};
-use longrun_proto::google::longrunning::{ListOperationsRequest, ListOperationsResponse, WaitOperationRequest};
+use longrun_proto::google::longrunning::{
+    ListOperationsRequest, ListOperationsResponse, WaitOperationRequest,
+};
 use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
-use longrun_proto::longrun::v1::{CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest};
+use longrun_proto::longrun::v1::{
+    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
+};
 use longrun_proto::{TYPE_URL_PREFIX, to_wire, type_untyped};
 use longrun_types::{Code, Operation};
 
@@ -49,7 +53,11 @@ async fn readyz(State(service): State<Shared>) -> Response {
 
 async fn metrics(State(service): State<Shared>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], service.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        service.metrics.render(),
+    )
+        .into_response()
 }
 
 /// The one place a canonical code becomes an HTTP status.
@@ -58,7 +66,9 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -73,16 +83,24 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 /// The AIP-193 error envelope, with ErrorInfo (and RequestInfo for faults).
 fn error_response(service: &Service, request_id: &str, err: &Error) -> Response {
     let status = http_status(err.code);
-    let mut details = vec![detail(service, "google.rpc.ErrorInfo", &ErrorInfo {
-        reason: err.reason.to_owned(),
-        domain: crate::grpc::ERROR_DOMAIN.to_owned(),
-        metadata: HashMap::from([("requestId".to_owned(), request_id.to_owned())]),
-    })];
+    let mut details = vec![detail(
+        service,
+        "google.rpc.ErrorInfo",
+        &ErrorInfo {
+            reason: err.reason.to_owned(),
+            domain: crate::grpc::ERROR_DOMAIN.to_owned(),
+            metadata: HashMap::from([("requestId".to_owned(), request_id.to_owned())]),
+        },
+    )];
     if status.is_server_error() {
-        details.push(detail(service, "google.rpc.RequestInfo", &RequestInfo {
-            request_id: request_id.to_owned(),
-            serving_data: String::new(),
-        }));
+        details.push(detail(
+            service,
+            "google.rpc.RequestInfo",
+            &RequestInfo {
+                request_id: request_id.to_owned(),
+                serving_data: String::new(),
+            },
+        ));
     }
     let body = json!({
         "error": {
@@ -96,9 +114,15 @@ fn error_response(service: &Service, request_id: &str, err: &Error) -> Response 
 }
 
 fn detail<M: prost::Message>(service: &Service, type_name: &str, message: &M) -> Value {
-    let any = prost_types::Any { type_url: format!("{TYPE_URL_PREFIX}{type_name}"), value: message.encode_to_vec() };
+    let any = prost_types::Any {
+        type_url: format!("{TYPE_URL_PREFIX}{type_name}"),
+        value: message.encode_to_vec(),
+    };
     // Built-in detail types always serialise.
-    service.registry().to_json("google.protobuf.Any", &any).unwrap_or(Value::Null)
+    service
+        .registry()
+        .to_json("google.protobuf.Any", &any)
+        .unwrap_or(Value::Null)
 }
 
 /// A routed REST call: `{target}` and an optional `:verb`.
@@ -114,16 +138,25 @@ impl<'a> Call<'a> {
     fn parse(path: &'a str) -> Self {
         let last_slash = path.rfind('/').map_or(0, |i| i + 1);
         let (target, verb) = match path[last_slash..].find(':') {
-            Some(colon) => (&path[..last_slash + colon], Some(&path[last_slash + colon + 1..])),
+            Some(colon) => (
+                &path[..last_slash + colon],
+                Some(&path[last_slash + colon + 1..]),
+            ),
             None => (path, None),
         };
         let collection = target == "operations" || target.ends_with("/operations");
-        Self { target, verb, collection }
+        Self {
+            target,
+            verb,
+            collection,
+        }
     }
 
     /// The parent of a collection path: `projects/p/operations` → `projects/p`.
     fn parent(&self) -> &'a str {
-        self.target.strip_suffix("operations").map_or("", |rest| rest.strip_suffix('/').unwrap_or(rest))
+        self.target
+            .strip_suffix("operations")
+            .map_or("", |rest| rest.strip_suffix('/').unwrap_or(rest))
     }
 }
 
@@ -136,7 +169,10 @@ async fn dispatch(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
 ) -> Response {
-    let caller = Caller { request_id: request_id.clone(), protocol: "rest" };
+    let caller = Caller {
+        request_id: request_id.clone(),
+        protocol: "rest",
+    };
     let result = async {
         let Path(path) = path.map_err(|err| Error::invalid("INVALID_PATH", err.body_text()))?;
         let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
@@ -154,10 +190,19 @@ async fn dispatch(
 /// `alt` and `$.xgafv` are Google's system parameters; only JSON is served.
 fn check_system_parameters(query: &HashMap<String, String>) -> Result<(), Error> {
     if let Some(alt) = query.get("alt").filter(|alt| *alt != "json") {
-        return Err(Error::invalid("UNSUPPORTED_ALT", format!("alt={alt} is not supported; this API serves alt=json")));
+        return Err(Error::invalid(
+            "UNSUPPORTED_ALT",
+            format!("alt={alt} is not supported; this API serves alt=json"),
+        ));
     }
-    if let Some(version) = query.get("$.xgafv").filter(|v| !matches!(v.as_str(), "1" | "2")) {
-        return Err(Error::invalid("UNSUPPORTED_XGAFV", format!("$.xgafv={version} is not supported; use 1 or 2")));
+    if let Some(version) = query
+        .get("$.xgafv")
+        .filter(|v| !matches!(v.as_str(), "1" | "2"))
+    {
+        return Err(Error::invalid(
+            "UNSUPPORTED_XGAFV",
+            format!("$.xgafv={version} is not supported; use 1 or 2"),
+        ));
     }
     Ok(())
 }
@@ -181,12 +226,19 @@ async fn route(
                 page_size: match param(query, "pageSize", "page_size") {
                     None => 0,
                     Some(size) => size.parse().map_err(|_| {
-                        Error::invalid("INVALID_PAGE_SIZE", format!("pageSize must be an integer, got {size:?}"))
+                        Error::invalid(
+                            "INVALID_PAGE_SIZE",
+                            format!("pageSize must be an integer, got {size:?}"),
+                        )
                     })?,
                 },
                 page_token: param(query, "pageToken", "page_token").unwrap_or_default(),
-                return_partial_success: param(query, "returnPartialSuccess", "return_partial_success")
-                    .is_some_and(|flag| flag == "true"),
+                return_partial_success: param(
+                    query,
+                    "returnPartialSuccess",
+                    "return_partial_success",
+                )
+                .is_some_and(|flag| flag == "true"),
             };
             let page = service.list(caller, request).await?;
             let response = ListOperationsResponse {
@@ -211,22 +263,34 @@ async fn route(
         ("POST", Some("wait"), false) => {
             let mut json = json_body(body)?;
             if let (Some(timeout), Value::Object(map)) = (query.get("timeout"), &mut json) {
-                map.entry("timeout").or_insert_with(|| Value::String(timeout.clone()));
+                map.entry("timeout")
+                    .or_insert_with(|| Value::String(timeout.clone()));
             }
-            let request: WaitOperationRequest = decode(service, "google.longrunning.WaitOperationRequest", json, call.target)?;
+            let request: WaitOperationRequest = decode(
+                service,
+                "google.longrunning.WaitOperationRequest",
+                json,
+                call.target,
+            )?;
             render(&service.wait(caller, call.target, request.timeout).await?)
         }
         ("POST", None, true) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["input", "metadata"]);
             set_resource(&mut json, "parent", call.parent())?;
-            let request: CreateOperationRequest = registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
+            let request: CreateOperationRequest =
+                registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
             render(&service.create(caller, request).await?)
         }
         ("POST", Some("update"), false) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["metadata"]);
-            let request: UpdateOperationRequest = decode(service, "longrun.v1.UpdateOperationRequest", json, call.target)?;
+            let request: UpdateOperationRequest = decode(
+                service,
+                "longrun.v1.UpdateOperationRequest",
+                json,
+                call.target,
+            )?;
             let response = service.update(caller, request).await?;
             registry
                 .to_json("longrun.v1.UpdateOperationResponse", &response)
@@ -238,7 +302,12 @@ async fn route(
             if let Some(Value::Array(details)) = json.pointer_mut("/error/details") {
                 details.iter_mut().for_each(type_untyped);
             }
-            let request: CompleteOperationRequest = decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
+            let request: CompleteOperationRequest = decode(
+                service,
+                "longrun.v1.CompleteOperationRequest",
+                json,
+                call.target,
+            )?;
             render(&service.complete(caller, request).await?)
         }
         ("POST", Some("claim"), true) => Err(Error::new(
@@ -260,7 +329,10 @@ async fn route(
 
 /// A query parameter by its JSON (camelCase) or proto (snake_case) name.
 fn param(query: &HashMap<String, String>, json_name: &str, proto_name: &str) -> Option<String> {
-    query.get(json_name).or_else(|| query.get(proto_name)).cloned()
+    query
+        .get(json_name)
+        .or_else(|| query.get(proto_name))
+        .cloned()
 }
 
 /// The request body as JSON; an empty body is `{}`.
@@ -268,10 +340,17 @@ fn json_body(body: &Bytes) -> Result<Value, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| Error::invalid("INVALID_JSON", format!("the request body is not valid JSON: {err}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|err| {
+        Error::invalid(
+            "INVALID_JSON",
+            format!("the request body is not valid JSON: {err}"),
+        )
+    })?;
     if !value.is_object() {
-        return Err(Error::invalid("INVALID_JSON", "the request body must be a JSON object"));
+        return Err(Error::invalid(
+            "INVALID_JSON",
+            "the request body must be a JSON object",
+        ));
     }
     Ok(value)
 }
@@ -288,7 +367,9 @@ fn type_fields(json: &mut Value, fields: &[&str]) {
 /// Puts the resource from the URL into the body's field, refusing a body
 /// that names a different one.
 fn set_resource(json: &mut Value, field: &str, resource: &str) -> Result<(), Error> {
-    let Value::Object(map) = json else { return Ok(()) };
+    let Value::Object(map) = json else {
+        return Ok(());
+    };
     match map.get(field) {
         Some(Value::String(given)) if given != resource => Err(Error::invalid(
             "RESOURCE_MISMATCH",
@@ -302,15 +383,21 @@ fn set_resource(json: &mut Value, field: &str, resource: &str) -> Result<(), Err
 }
 
 /// Decodes a body addressed to operation `name`.
-fn decode<M: prost::Message + Default>(service: &Service, message: &str, mut json: Value, name: &str) -> Result<M, Error> {
+fn decode<M: prost::Message + Default>(
+    service: &Service,
+    message: &str,
+    mut json: Value,
+    name: &str,
+) -> Result<M, Error> {
     set_resource(&mut json, "name", name)?;
     Ok(service.registry().from_json(message, &json)?)
 }
 
 fn operation_json(service: &Service, operation: &Operation) -> Result<Value, Error> {
-    service.registry().to_json("google.longrunning.Operation", &to_wire(operation)).map_err(|err| {
-        Error::internal(format!("cannot serve operation {}: {err}", operation.name))
-    })
+    service
+        .registry()
+        .to_json("google.longrunning.Operation", &to_wire(operation))
+        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
 }
 
 #[cfg(test)]
@@ -320,13 +407,22 @@ mod tests {
     #[test]
     fn splits_targets_and_verbs() {
         let call = Call::parse("projects/p/locations/l/operations/1:cancel");
-        assert_eq!((call.target, call.verb, call.collection), ("projects/p/locations/l/operations/1", Some("cancel"), false));
+        assert_eq!(
+            (call.target, call.verb, call.collection),
+            ("projects/p/locations/l/operations/1", Some("cancel"), false)
+        );
         let call = Call::parse("projects/p/operations:claim");
-        assert_eq!((call.target, call.verb, call.collection, call.parent()), ("projects/p/operations", Some("claim"), true, "projects/p"));
+        assert_eq!(
+            (call.target, call.verb, call.collection, call.parent()),
+            ("projects/p/operations", Some("claim"), true, "projects/p")
+        );
         let call = Call::parse("operations");
         assert_eq!((call.collection, call.parent()), (true, ""));
         let call = Call::parse("operations/abc");
-        assert_eq!((call.target, call.verb, call.collection), ("operations/abc", None, false));
+        assert_eq!(
+            (call.target, call.verb, call.collection),
+            ("operations/abc", None, false)
+        );
     }
 
     #[test]

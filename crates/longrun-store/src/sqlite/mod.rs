@@ -19,7 +19,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::filter_sql::{Param, SqlBuilder};
 use crate::{
-    Change, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, Result, Store, Update,
+    Change, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, Result, Store,
+    Update,
 };
 use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Payload, State, Status};
 
@@ -44,7 +45,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,8 +62,10 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let mut conn = Connection::open(&path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         schema::migrate(&mut conn)?;
         let key = schema::page_token_key(&conn)?;
@@ -70,8 +75,16 @@ impl SqliteStore {
             .spawn(move || run_writer(&conn, &jobs))
             .map_err(|err| Error::Unavailable(format!("cannot start the writer thread: {err}")))?;
         let (changes, _) = broadcast::channel(4096);
-        let readers = Arc::new(Readers { path, idle: Mutex::new(Vec::new()) });
-        Ok(Self { writer, readers, changes, key })
+        let readers = Arc::new(Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(Self {
+            writer,
+            readers,
+            changes,
+            key,
+        })
     }
 
     async fn write<T: Send + 'static>(
@@ -99,7 +112,10 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn read<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = readers.take()?;
@@ -114,7 +130,12 @@ impl SqliteStore {
 
 impl Readers {
     fn take(&self) -> Result<Connection> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).pop() {
+        if let Some(conn) = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .pop()
+        {
             return Ok(conn);
         }
         let conn = Connection::open(&self.path).map_err(db)?;
@@ -124,7 +145,10 @@ impl Readers {
     }
 
     fn give(&self, conn: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
@@ -209,7 +233,10 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
     let payload = |type_index: usize| -> rusqlite::Result<Option<Payload>> {
         let type_url: Option<String> = row.get(type_index)?;
         let value: Option<Vec<u8>> = row.get(type_index + 1)?;
-        Ok(type_url.map(|type_url| Payload { type_url, value: value.unwrap_or_default().into() }))
+        Ok(type_url.map(|type_url| Payload {
+            type_url,
+            value: value.unwrap_or_default().into(),
+        }))
     };
     let response = payload(8)?;
     let error: Option<Vec<u8>> = row.get(10)?;
@@ -217,7 +244,11 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
         (Some(response), None) => Some(Outcome::Response(response)),
         (None, Some(bytes)) => match longrun_proto::decode_status(&bytes) {
             Ok(status) => Some(Outcome::Error(status)),
-            Err(err) => return Ok(corrupt(format!("{name}: stored error does not decode: {err}"))),
+            Err(err) => {
+                return Ok(corrupt(format!(
+                    "{name}: stored error does not decode: {err}"
+                )));
+            }
         },
         (None, None) => None,
         (Some(_), Some(_)) => return Ok(corrupt(format!("{name}: both response and error"))),
@@ -256,13 +287,21 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
     if operation.done() != operation.outcome.is_some() {
         return Ok(corrupt(format!("{name}: done does not match its outcome")));
     }
-    Ok(Ok(Listed { operation, cursor: Cursor(row.get(0)?) }))
+    Ok(Ok(Listed {
+        operation,
+        cursor: Cursor(row.get(0)?),
+    }))
 }
 
 fn find(conn: &Connection, name: &str) -> Result<Option<Operation>> {
     let sql = format!("SELECT {COLUMNS} FROM operations WHERE name = ?1");
-    let found = conn.query_row(&sql, [name], listed_from_row).optional().map_err(db)?;
-    found.transpose().map(|listed| listed.map(|listed| listed.operation))
+    let found = conn
+        .query_row(&sql, [name], listed_from_row)
+        .optional()
+        .map_err(db)?;
+    found
+        .transpose()
+        .map(|listed| listed.map(|listed| listed.operation))
 }
 
 fn fetch(conn: &Connection, name: &str) -> Result<Operation> {
@@ -285,7 +324,9 @@ fn refusal(conn: &Connection, name: &str, lease_token: Option<&str>) -> Error {
                     "operation {name:?} is claimed through queue {:?}; pass the lease token from Claim",
                     op.queue.unwrap_or_default()
                 ),
-                (Some(_), _) => format!("the lease token is not the current lease of {name:?}; it expired or was taken over"),
+                (Some(_), _) => format!(
+                    "the lease token is not the current lease of {name:?}; it expired or was taken over"
+                ),
             },
         },
     }
@@ -303,7 +344,11 @@ fn to_params(params: &[Param]) -> Vec<rusqlite::types::Value> {
 
 fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     let name = new.name.to_string();
-    let state = if new.queue.is_some() { State::Queued } else { State::Running };
+    let state = if new.queue.is_some() {
+        State::Queued
+    } else {
+        State::Running
+    };
     let now = micros(new.now);
     let deadline = new.timeout.map(|timeout| micros(new.now + timeout));
     let result = conn.execute(
@@ -330,7 +375,9 @@ fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     );
     match result {
         Ok(_) => fetch(conn, &name),
-        Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::ConstraintViolation => {
+        Err(rusqlite::Error::SqliteFailure(err, _))
+            if err.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
             Err(Error::AlreadyExists(name))
         }
         Err(err) => Err(db(err)),
@@ -343,18 +390,40 @@ impl Store for SqliteStore {
     async fn create(&self, new: NewOperation) -> Result<Created> {
         self.write(move |conn| {
             if let Some(request_id) = &new.request_id {
-                let sql = format!("SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2");
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2"
+                );
                 let existing = conn
-                    .query_row(&sql, [new.name.parent().as_str(), request_id], listed_from_row)
+                    .query_row(
+                        &sql,
+                        [new.name.parent().as_str(), request_id],
+                        listed_from_row,
+                    )
                     .optional()
                     .map_err(db)?;
                 if let Some(listed) = existing {
-                    return Ok((Created { operation: listed?.operation, existed: true }, None));
+                    return Ok((
+                        Created {
+                            operation: listed?.operation,
+                            existed: true,
+                        },
+                        None,
+                    ));
                 }
             }
             let operation = insert(conn, &new)?;
-            let change = Change { name: operation.name.to_string(), done: false, deleted: false };
-            Ok((Created { operation, existed: false }, Some(change)))
+            let change = Change {
+                name: operation.name.to_string(),
+                done: false,
+                deleted: false,
+            };
+            Ok((
+                Created {
+                    operation,
+                    existed: false,
+                },
+                Some(change),
+            ))
         })
         .await
     }
@@ -368,10 +437,15 @@ impl Store for SqliteStore {
         let mut sql = SqlBuilder::new(|n| format!("?{n}"));
         let parent = query.parent.as_str();
         if query.parent.has_wildcard() {
-            let pattern: Vec<&str> =
-                parent.split('/').enumerate().map(|(i, s)| if i % 2 == 1 && s == "-" { "*" } else { s }).collect();
+            let pattern: Vec<&str> = parent
+                .split('/')
+                .enumerate()
+                .map(|(i, s)| if i % 2 == 1 && s == "-" { "*" } else { s })
+                .collect();
             let glob = sql.bind(Param::Text(pattern.join("/")));
-            let slashes = sql.bind(Param::Int(i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX)));
+            let slashes = sql.bind(Param::Int(
+                i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX),
+            ));
             // Ids never contain '/', so with the same number of slashes each
             // '*' matches exactly one id.
             sql.push(format!("parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"));
@@ -385,11 +459,16 @@ impl Store for SqliteStore {
             sql.push(format!("seq < {placeholder}"));
         }
         let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-        let text = format!("SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}", sql.where_clause());
+        let text = format!(
+            "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}",
+            sql.where_clause()
+        );
         let params = to_params(&sql.params);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&text).map_err(db)?;
-            let rows = statement.query_map(params_from_iter(params), listed_from_row).map_err(db)?;
+            let rows = statement
+                .query_map(params_from_iter(params), listed_from_row)
+                .map_err(db)?;
             rows.map(|row| row.map_err(db)?).collect()
         })
         .await
@@ -398,7 +477,10 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(op.name = %name))]
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
-        let status = longrun_proto::encode_status(&Status::new(Code::Cancelled, "Operation was cancelled before it started."));
+        let status = longrun_proto::encode_status(&Status::new(
+            Code::Cancelled,
+            "Operation was cancelled before it started.",
+        ));
         self.write(move |conn| {
             let now = micros(now);
             let cancelled = conn
@@ -434,17 +516,31 @@ impl Store for SqliteStore {
     async fn delete(&self, name: &OperationName) -> Result<()> {
         let name = name.to_string();
         self.write(move |conn| {
-            let deleted = conn.execute("DELETE FROM operations WHERE name = ?1", [&name]).map_err(db)?;
+            let deleted = conn
+                .execute("DELETE FROM operations WHERE name = ?1", [&name])
+                .map_err(db)?;
             if deleted == 0 {
                 return Err(Error::NotFound(name));
             }
-            Ok(((), Some(Change { name, done: false, deleted: true })))
+            Ok((
+                (),
+                Some(Change {
+                    name,
+                    done: false,
+                    deleted: true,
+                }),
+            ))
         })
         .await
     }
 
     #[tracing::instrument(skip_all, fields(op.name = %name))]
-    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation> {
+    async fn update(
+        &self,
+        name: &OperationName,
+        update: Update,
+        now: SystemTime,
+    ) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| {
             let mut sets = vec!["update_time = ?3".to_owned()];
@@ -481,7 +577,12 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(op.name = %name))]
-    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
+    async fn complete(
+        &self,
+        name: &OperationName,
+        completion: Completion,
+        now: SystemTime,
+    ) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| {
             let state = State::for_outcome(&completion.outcome);
@@ -525,7 +626,11 @@ impl Store for SqliteStore {
     }
 
     async fn check_ready(&self) -> Result<()> {
-        self.read(|conn| conn.query_row("SELECT count(*) FROM settings", [], |_| Ok(())).map_err(db)).await
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM settings", [], |_| Ok(()))
+                .map_err(db)
+        })
+        .await
     }
 }
 

@@ -62,7 +62,9 @@ CREATE TABLE settings (
 
 /// Brings the database to the latest schema version.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(super::db)?;
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(super::db)?;
     if version > MIGRATIONS.len() {
         return Err(Error::Unavailable(format!(
             "the database has schema version {version}, newer than this longrun ({}); upgrade longrun",
@@ -72,7 +74,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction().map_err(super::db)?;
         tx.execute_batch(sql).map_err(super::db)?;
-        tx.pragma_update(None, "user_version", index + 1).map_err(super::db)?;
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(super::db)?;
         tx.commit().map_err(super::db)?;
         tracing::info!(version = index + 1, "migrated the SQLite schema");
     }
@@ -82,14 +85,23 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 /// The page-token signing key, created at random on first use.
 pub(crate) fn page_token_key(conn: &Connection) -> Result<[u8; 32]> {
     let stored: Option<Vec<u8>> = conn
-        .query_row("SELECT value FROM settings WHERE key = 'page_token_key'", [], |row| row.get(0))
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'page_token_key'",
+            [],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(super::db)?;
     if let Some(key) = stored {
-        return key.try_into().map_err(|_| Error::Corrupt("page_token_key is not 32 bytes".into()));
+        return key
+            .try_into()
+            .map_err(|_| Error::Corrupt("page_token_key is not 32 bytes".into()));
     }
     let key: [u8; 32] = rand::random();
-    conn.execute("INSERT INTO settings (key, value) VALUES ('page_token_key', ?1)", [key.as_slice()])
-        .map_err(super::db)?;
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('page_token_key', ?1)",
+        [key.as_slice()],
+    )
+    .map_err(super::db)?;
     Ok(key)
 }

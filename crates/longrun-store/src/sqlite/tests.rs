@@ -34,7 +34,11 @@ async fn acknowledged_writes_survive_reopening() {
     };
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.get(&name).await.unwrap().state, State::Queued);
-    assert_eq!(reopened.page_token_key(), key, "page tokens stay valid across restarts");
+    assert_eq!(
+        reopened.page_token_key(),
+        key,
+        "page tokens stay valid across restarts"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +72,12 @@ async fn concurrent_writers_share_commits() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let query = ListQuery { parent, filter: Default::default(), after: None, limit: 1000 };
+    let query = ListQuery {
+        parent,
+        filter: Default::default(),
+        after: None,
+        limit: 1000,
+    };
     assert_eq!(store.list(&query).await.unwrap().len(), 200);
 }
 
@@ -76,7 +85,10 @@ async fn concurrent_writers_share_commits() {
 fn refuses_a_database_from_the_future() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("longrun.db");
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("newer than this longrun"), "{err}");
 }
