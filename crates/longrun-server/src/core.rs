@@ -91,8 +91,8 @@ impl Service {
         &self.store
     }
 
-    /// Times a call, counts it by method and code, and logs server faults
-    /// with the request id.
+    /// Times a call and counts it by method and code. Errors are logged
+    /// where they leave the protocol adapters ([`Error::log`]).
     async fn observe<T>(
         &self,
         caller: &Caller,
@@ -104,16 +104,6 @@ impl Service {
         let code = result.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
         self.metrics
             .request(method, caller.protocol, code, started.elapsed());
-        if let Err(err) = &result {
-            match err.code {
-                Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-                    tracing::error!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request failed");
-                }
-                _ => {
-                    tracing::debug!(request_id = %caller.request_id, method, code = %err.code, error = %err.message, "request refused")
-                }
-            }
-        }
         result
     }
 

@@ -33,6 +33,24 @@ impl Error {
         Self::new(Code::Internal, "INTERNAL", message)
     }
 
+    /// True for faults of the server rather than of the request.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self.code,
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable
+        )
+    }
+
+    /// Logs the error under the request's id: faults as errors with their
+    /// full message, refusals at debug level.
+    pub fn log(&self, request_id: &str) {
+        if self.is_fault() {
+            tracing::error!(request_id, code = %self.code, reason = self.reason, error = %self.message, "server fault");
+        } else {
+            tracing::debug!(request_id, code = %self.code, reason = self.reason, error = %self.message, "request refused");
+        }
+    }
+
     /// The message a caller may see: internals are replaced by a pointer to
     /// the log entry.
     pub fn public_message(&self, request_id: &str) -> String {

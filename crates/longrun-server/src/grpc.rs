@@ -77,6 +77,7 @@ fn grpc_code(code: Code) -> tonic::Code {
 /// A gRPC status carrying the same google.rpc.Status (with ErrorInfo) as
 /// the REST envelope, in `grpc-status-details-bin`.
 fn status(err: &Error, request_id: &str) -> Status {
+    err.log(request_id);
     let message = err.public_message(request_id);
     let info = rpc::ErrorInfo {
         reason: err.reason.to_owned(),

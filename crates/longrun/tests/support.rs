@@ -3,6 +3,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A `longrun serve` process on a free loopback port, killed on drop.
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub endpoint: String,
+    /// Every log line the server has written so far.
+    pub log: Arc<Mutex<Vec<String>>>,
     /// Holds the database until the server is gone.
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 pub fn binary() -> &'static str {
@@ -27,7 +30,11 @@ pub fn workspace_root() -> PathBuf {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts a server on the database in `dir`, e.g. one a previous server used.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let store = format!("sqlite:{}", dir.path().join("longrun.db").display());
         let mut child = Command::new(binary())
             .args([
@@ -47,6 +54,8 @@ impl Server {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         // Reads the log for the bound address, then keeps draining it so the
         // server never blocks on a full pipe.
         std::thread::spawn(move || {
@@ -63,6 +72,7 @@ impl Server {
                 if std::env::var_os("LONGRUN_TEST_SERVER_LOG").is_some() {
                     eprintln!("server: {line}");
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let address = address_rx
@@ -71,7 +81,8 @@ impl Server {
         Self {
             child,
             endpoint: format!("http://{address}"),
-            _dir: dir,
+            log,
+            dir: Some(dir),
         }
     }
 
@@ -82,6 +93,13 @@ impl Server {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// Stops the server at once (SIGKILL) and hands back its database.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().unwrap()
     }
 
     /// Sends SIGTERM and returns how long the process took to exit.

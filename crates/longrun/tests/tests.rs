@@ -5,4 +5,5 @@
 
 mod cli;
 mod interop;
+mod server;
 mod support;

@@ -82,6 +82,7 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 
 /// The AIP-193 error envelope, with ErrorInfo (and RequestInfo for faults).
 fn error_response(service: &Service, request_id: &str, err: &Error) -> Response {
+    err.log(request_id);
     let status = http_status(err.code);
     let mut details = vec![detail(
         service,
