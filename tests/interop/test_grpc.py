@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import grpc
@@ -194,3 +197,38 @@ def test_reflection_v1_lists_services(grpc_channel):
     assert len(replies) == 1
     names = {s.name for s in replies[0].list_services_response.service}
     assert "google.longrunning.Operations" in names
+
+
+README_REFLECTION_RECIPE = '''
+import sys
+import grpc
+from google.protobuf import descriptor_pool, timestamp_pb2  # timestamp_pb2 loads a dependency
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+endpoint, name = sys.argv[1], sys.argv[2]
+db = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(endpoint.removeprefix("http://")))
+pool = descriptor_pool.Default()
+for file_name in ["longrun/v1/metadata.proto"]:
+    pool.Add(db.FindFileByName(file_name))
+
+from google.api_core import operations_v1
+from google.auth.credentials import AnonymousCredentials
+transport = operations_v1.OperationsRestTransport(host=endpoint, credentials=AnonymousCredentials())
+client = operations_v1.AbstractOperationsClient(transport=transport)
+print(client.get_operation(name).metadata.type_url)
+'''
+
+
+def test_readme_reflection_recipe_lets_the_rest_client_parse_metadata(endpoint, parent):
+    """The README's second way to load longrun's types, in a fresh interpreter
+    whose descriptor pool has never seen them."""
+    name = create(parent)["name"]
+    result = subprocess.run(
+        [sys.executable, "-c", README_REFLECTION_RECIPE, endpoint, name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "type.googleapis.com/longrun.v1.OperationMetadata"
