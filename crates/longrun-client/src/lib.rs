@@ -242,10 +242,7 @@ impl Client {
         if !http_status.is_success() {
             let (status, message) = match serde_json::from_slice::<Envelope>(&bytes) {
                 Ok(envelope) => (envelope.error.status, envelope.error.message),
-                Err(_) => (
-                    String::new(),
-                    String::from_utf8_lossy(&bytes).trim().to_owned(),
-                ),
+                Err(_) => (String::new(), String::from_utf8_lossy(&bytes).trim().to_owned()),
             };
             let code = Code::from_name(&status).unwrap_or(Code::Unknown);
             let status = if status.is_empty() {
@@ -307,13 +304,8 @@ impl Client {
     /// Blocks on the server until the operation is done or `timeout` passes.
     pub async fn wait(&self, name: &str, timeout: Duration) -> Result<Operation, Error> {
         let body = serde_json::json!({ "timeout": format!("{}s", timeout.as_secs_f64()) });
-        self.call(
-            reqwest::Method::POST,
-            &format!("{name}:wait"),
-            &[],
-            Some(&body),
-        )
-        .await
+        self.call(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body))
+            .await
     }
 
     /// Creates an operation under `parent` (longrun's producer API).
@@ -324,8 +316,7 @@ impl Client {
             format!("{parent}/operations")
         };
         let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
-        self.call(reqwest::Method::POST, &path, &[], Some(&body))
-            .await
+        self.call(reqwest::Method::POST, &path, &[], Some(&body)).await
     }
 
     /// Reports progress on an external operation; returns whether
@@ -351,29 +342,17 @@ impl Client {
                 Some(&Value::Object(body)),
             )
             .await?;
-        Ok(answer
-            .get("cancelRequested")
-            .and_then(Value::as_bool)
-            .unwrap_or(false))
+        Ok(answer.get("cancelRequested").and_then(Value::as_bool).unwrap_or(false))
     }
 
     /// Finishes an external operation with a response (JSON; untyped
     /// objects become `google.protobuf.Struct`) or an error.
-    pub async fn complete(
-        &self,
-        name: &str,
-        result: Result<Value, Status>,
-    ) -> Result<Operation, Error> {
+    pub async fn complete(&self, name: &str, result: Result<Value, Status>) -> Result<Operation, Error> {
         let body = match result {
             Ok(response) => serde_json::json!({ "response": response }),
             Err(status) => serde_json::json!({ "error": status }),
         };
-        self.call(
-            reqwest::Method::POST,
-            &format!("{name}:complete"),
-            &[],
-            Some(&body),
-        )
-        .await
+        self.call(reqwest::Method::POST, &format!("{name}:complete"), &[], Some(&body))
+            .await
     }
 }

@@ -123,10 +123,7 @@ mod tests {
         let wire = to_wire(&sample(State::Running, None));
         assert!(!wire.done);
         let any = wire.metadata.unwrap();
-        assert_eq!(
-            any.type_url,
-            "type.googleapis.com/longrun.v1.OperationMetadata"
-        );
+        assert_eq!(any.type_url, "type.googleapis.com/longrun.v1.OperationMetadata");
         let metadata = OperationMetadata::decode(any.value.as_slice()).unwrap();
         assert_eq!(metadata.state, State::Running.as_i32());
         assert_eq!(metadata.progress_percent, 50);

@@ -10,8 +10,8 @@ mod convert;
 mod registry;
 
 pub use convert::{
-    any_to_payload, decode_status, encode_status, payload_to_any, standard_metadata,
-    status_from_wire, status_to_wire, to_wire,
+    any_to_payload, decode_status, encode_status, payload_to_any, standard_metadata, status_from_wire, status_to_wire,
+    to_wire,
 };
 pub use registry::{Error, Registry, type_untyped};
 

@@ -1,9 +1,7 @@
 //! The type registry: every message type longrun can read and write, and the
 //! proto3 JSON mapping for them, `Any` included.
 
-use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
-};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde_json::Value;
 
 use crate::{DESCRIPTOR_SET, TYPE_URL_PREFIX};
@@ -61,9 +59,7 @@ impl Registry {
     /// registry: producers use them as payloads.
     fn load_well_known(&mut self) {
         for file in DescriptorPool::global().files() {
-            if file.package_name() == "google.protobuf"
-                && self.pool.get_file_by_name(file.name()).is_none()
-            {
+            if file.package_name() == "google.protobuf" && self.pool.get_file_by_name(file.name()).is_none() {
                 // Files of the global pool are complete and consistent.
                 let _ = self
                     .pool
@@ -77,8 +73,7 @@ impl Registry {
     /// already has are skipped.
     pub fn load_descriptor_set(&mut self, bytes: &[u8]) -> Result<(), Error> {
         use prost::Message as _;
-        let set = prost_types::FileDescriptorSet::decode(bytes)
-            .map_err(|err| Error::Descriptors(err.to_string()))?;
+        let set = prost_types::FileDescriptorSet::decode(bytes).map_err(|err| Error::Descriptors(err.to_string()))?;
         let files: Vec<_> = set
             .file
             .into_iter()
@@ -123,35 +118,27 @@ impl Registry {
         dynamic
             .serialize_with_options(serde_json::value::Serializer, &options)
             .map_err(|err| {
-                self.unknown_type_in(&err.to_string())
-                    .unwrap_or_else(|| Error::Json {
-                        message: full_name.to_owned(),
-                        reason: err.to_string(),
-                    })
+                self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
+                    message: full_name.to_owned(),
+                    reason: err.to_string(),
+                })
             })
     }
 
     /// Parses the proto3 JSON form of a message; unknown fields and unknown
     /// `@type`s are errors.
-    pub fn from_json<M: prost::Message + Default>(
-        &self,
-        full_name: &str,
-        json: &Value,
-    ) -> Result<M, Error> {
+    pub fn from_json<M: prost::Message + Default>(&self, full_name: &str, json: &Value) -> Result<M, Error> {
         let descriptor = self.descriptor(full_name)?;
         let invalid = |reason: String| Error::Json {
             message: full_name.to_owned(),
             reason,
         };
         let dynamic =
-            DynamicMessage::deserialize_with_options(descriptor, json, &DeserializeOptions::new())
-                .map_err(|err| {
-                    self.first_unknown_type(json)
-                        .unwrap_or_else(|| invalid(err.to_string()))
-                })?;
-        dynamic
-            .transcode_to::<M>()
-            .map_err(|err| invalid(err.to_string()))
+            DynamicMessage::deserialize_with_options(descriptor, json, &DeserializeOptions::new()).map_err(|err| {
+                self.first_unknown_type(json)
+                    .unwrap_or_else(|| invalid(err.to_string()))
+            })?;
+        dynamic.transcode_to::<M>().map_err(|err| invalid(err.to_string()))
     }
 
     /// The JSON form of a payload: `{"@type": ..., fields...}`.
@@ -170,23 +157,19 @@ impl Registry {
             });
         }
         let descriptor = self.descriptor(type_name)?;
-        let dynamic =
-            DynamicMessage::decode(descriptor, payload.value.as_ref()).map_err(|err| {
-                Error::Binary {
-                    type_name: type_name.to_owned(),
-                    reason: err.to_string(),
-                }
-            })?;
+        let dynamic = DynamicMessage::decode(descriptor, payload.value.as_ref()).map_err(|err| Error::Binary {
+            type_name: type_name.to_owned(),
+            reason: err.to_string(),
+        })?;
         // Nested Any fields must be known too: serialising resolves them all.
         let options = SerializeOptions::new();
         dynamic
             .serialize_with_options(serde_json::value::Serializer, &options)
             .map_err(|err| {
-                self.unknown_type_in(&err.to_string())
-                    .unwrap_or_else(|| Error::Binary {
-                        type_name: type_name.to_owned(),
-                        reason: err.to_string(),
-                    })
+                self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Binary {
+                    type_name: type_name.to_owned(),
+                    reason: err.to_string(),
+                })
             })?;
         Ok(())
     }
@@ -197,17 +180,12 @@ impl Registry {
                 if let Some(Value::String(url)) = map.get("@type") {
                     let name = url.rsplit_once('/').map_or(url.as_str(), |(_, name)| name);
                     if !self.contains(name) {
-                        return Some(Error::UnknownType {
-                            type_name: url.clone(),
-                        });
+                        return Some(Error::UnknownType { type_name: url.clone() });
                     }
                 }
-                map.values()
-                    .find_map(|value| self.first_unknown_type(value))
+                map.values().find_map(|value| self.first_unknown_type(value))
             }
-            Value::Array(items) => items
-                .iter()
-                .find_map(|value| self.first_unknown_type(value)),
+            Value::Array(items) => items.iter().find_map(|value| self.first_unknown_type(value)),
             _ => None,
         }
     }
@@ -256,16 +234,12 @@ mod tests {
             "done": true,
             "response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3.0}},
         });
-        let op: Operation = registry
-            .from_json("google.longrunning.Operation", &json)
-            .unwrap();
+        let op: Operation = registry.from_json("google.longrunning.Operation", &json).unwrap();
         assert_eq!(
             op.metadata.as_ref().unwrap().type_url,
             "type.googleapis.com/longrun.v1.OperationMetadata"
         );
-        let back = registry
-            .to_json("google.longrunning.Operation", &op)
-            .unwrap();
+        let back = registry.to_json("google.longrunning.Operation", &op).unwrap();
         assert_eq!(back, json);
     }
 
@@ -319,10 +293,7 @@ mod tests {
             type_url: "type.googleapis.com/google.protobuf.Struct".into(),
             value: vec![0xff, 0xff, 0xff].into(),
         };
-        assert!(matches!(
-            registry.check_payload(&payload),
-            Err(Error::Binary { .. })
-        ));
+        assert!(matches!(registry.check_payload(&payload), Err(Error::Binary { .. })));
     }
 
     #[test]

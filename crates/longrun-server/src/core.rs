@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Action, authorize};
 use crate::metrics::Metrics;
 use crate::page_token::PageTokens;
-use crate::{Clock, Error};
+use crate::{Clock, Config, Error};
 use longrun_proto::google::longrunning::ListOperationsRequest;
 use longrun_proto::longrun::v1::{
-    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
-    UpdateOperationResponse, complete_operation_request,
+    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
+    UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
-use longrun_store::{Completion, ListQuery, NewOperation, Store, Update};
+use longrun_store::{Backoff, ClaimRequest, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update};
 use longrun_types::filter::Filter;
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
 
@@ -32,6 +32,12 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 const MAX_ATTEMPTS_LIMIT: i32 = 100;
 const MAX_TEXT: usize = 1024;
 const MAX_REQUEST_ID: usize = 128;
+/// Lease when the worker does not ask for a duration.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const MIN_LEASE: Duration = Duration::from_secs(1);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Most done operations one sweep deletes.
+const PURGE_BATCH: usize = 500;
 
 /// Who is calling, for logs, metrics and authorization.
 #[derive(Debug, Clone)]
@@ -58,26 +64,31 @@ pub struct Service {
     tokens: PageTokens,
     clock: Arc<dyn Clock>,
     max_wait: Duration,
+    sweep: SweepPolicy,
+    sweep_interval: Duration,
+    /// Delay before re-running an operation that failed with a retryable error.
+    retry_backoff: Backoff,
     pub(crate) metrics: Arc<Metrics>,
     /// Cancelled on shutdown so that blocked Wait calls return at once.
     shutdown: CancellationToken,
 }
 
 impl Service {
-    pub(crate) fn new(
-        store: Arc<dyn Store>,
-        registry: Registry,
-        clock: Arc<dyn Clock>,
-        max_wait: Duration,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let tokens = PageTokens::new(store.page_token_key());
+    pub(crate) fn new(config: &Config, shutdown: CancellationToken) -> Self {
+        let tokens = PageTokens::new(config.store.page_token_key());
         Self {
-            store,
-            registry,
+            store: config.store.clone(),
+            registry: config.registry.clone(),
             tokens,
-            clock,
-            max_wait,
+            clock: config.clock.clone(),
+            max_wait: config.max_wait,
+            sweep: SweepPolicy {
+                cancel_grace: config.cancel_grace,
+                retention: config.retention,
+                purge_batch: PURGE_BATCH,
+            },
+            sweep_interval: config.sweep_interval,
+            retry_backoff: config.retry_backoff,
             metrics: Metrics::new(),
             shutdown,
         }
@@ -102,8 +113,7 @@ impl Service {
         let started = Instant::now();
         let result = work.await;
         let code = result.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
-        self.metrics
-            .request(method, caller.protocol, code, started.elapsed());
+        self.metrics.request(method, caller.protocol, code, started.elapsed());
         result
     }
 
@@ -116,11 +126,7 @@ impl Service {
         .await
     }
 
-    pub async fn list(
-        &self,
-        caller: &Caller,
-        request: ListOperationsRequest,
-    ) -> Result<Page, Error> {
+    pub async fn list(&self, caller: &Caller, request: ListOperationsRequest) -> Result<Page, Error> {
         self.observe(caller, "ListOperations", async {
             let parent = Parent::parse_pattern(&request.name)?;
             authorize(caller, Action::List, parent.as_str())?;
@@ -138,10 +144,7 @@ impl Service {
             let now = self.clock.now();
             let after = match request.page_token.as_str() {
                 "" => None,
-                token => Some(
-                    self.tokens
-                        .redeem(token, parent.as_str(), &request.filter, now)?,
-                ),
+                token => Some(self.tokens.redeem(token, parent.as_str(), &request.filter, now)?),
             };
             let query = ListQuery {
                 parent: parent.clone(),
@@ -153,8 +156,7 @@ impl Service {
             let next_page_token = if listed.len() > limit {
                 listed.truncate(limit);
                 listed.last().map_or_else(String::new, |last| {
-                    self.tokens
-                        .issue(last.cursor, parent.as_str(), &request.filter, now)
+                    self.tokens.issue(last.cursor, parent.as_str(), &request.filter, now)
                 })
             } else {
                 String::new()
@@ -174,8 +176,7 @@ impl Service {
             let before_done = self.store.get(&name).await?.done();
             let operation = self.store.cancel(&name, self.clock.now()).await?;
             if operation.done() && !before_done {
-                self.metrics
-                    .finished(operation.queue.as_deref(), operation.state);
+                self.metrics.finished(operation.queue.as_deref(), operation.state);
             }
             Ok(operation)
         })
@@ -235,11 +236,7 @@ impl Service {
         .await
     }
 
-    pub async fn create(
-        &self,
-        caller: &Caller,
-        request: CreateOperationRequest,
-    ) -> Result<Operation, Error> {
+    pub async fn create(&self, caller: &Caller, request: CreateOperationRequest) -> Result<Operation, Error> {
         self.observe(caller, "CreateOperation", async {
             let parent = Parent::parse(&request.parent)?;
             let id = if request.operation_id.is_empty() {
@@ -253,9 +250,8 @@ impl Service {
             let queue = match request.queue.as_str() {
                 "" => None,
                 queue => {
-                    validate_id(queue).map_err(|why| {
-                        Error::invalid("INVALID_QUEUE", format!("queue {queue:?} {why}"))
-                    })?;
+                    validate_id(queue)
+                        .map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {queue:?} {why}")))?;
                     Some(request.queue.clone())
                 }
             };
@@ -329,11 +325,7 @@ impl Service {
         .await
     }
 
-    pub async fn complete(
-        &self,
-        caller: &Caller,
-        request: CompleteOperationRequest,
-    ) -> Result<Operation, Error> {
+    pub async fn complete(&self, caller: &Caller, request: CompleteOperationRequest) -> Result<Operation, Error> {
         self.observe(caller, "CompleteOperation", async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Complete, &name.to_string())?;
@@ -348,10 +340,7 @@ impl Service {
                     if !(1..=16).contains(&status.code) {
                         return Err(Error::invalid(
                             "INVALID_ERROR_CODE",
-                            format!(
-                                "error.code must be a google.rpc.Code from 1 to 16, got {}",
-                                status.code
-                            ),
+                            format!("error.code must be a google.rpc.Code from 1 to 16, got {}", status.code),
                         ));
                     }
                     for detail in &status.details {
@@ -369,16 +358,113 @@ impl Service {
             let completion = Completion {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
                 outcome,
+                retry: request.retryable.then_some(self.retry_backoff),
             };
-            let operation = self
-                .store
-                .complete(&name, completion, self.clock.now())
-                .await?;
-            self.metrics
-                .finished(operation.queue.as_deref(), operation.state);
+            let operation = self.store.complete(&name, completion, self.clock.now()).await?;
+            if operation.done() {
+                self.metrics.finished(operation.queue.as_deref(), operation.state);
+            } else {
+                self.metrics.retried(operation.queue.as_deref());
+            }
             Ok(operation)
         })
         .await
+    }
+
+    /// Leases the next queued operation of a queue under a parent, waiting
+    /// up to `wait` (capped at `--max-wait`) for one to arrive. Woken by the
+    /// creating (or re-queuing) write, or when a retry backoff ends; never
+    /// by polling.
+    pub async fn claim(&self, caller: &Caller, request: ClaimOperationRequest) -> Result<Option<Operation>, Error> {
+        self.observe(caller, "ClaimOperation", async {
+            let parent = Parent::parse(&request.parent)?;
+            authorize(caller, Action::Claim, parent.as_str())?;
+            validate_id(&request.queue)
+                .map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {:?} {why}", request.queue)))?;
+            let worker = text("worker", request.worker)?;
+            let lease_duration = match request.lease_duration {
+                None => DEFAULT_LEASE,
+                Some(duration) => {
+                    let lease = self::duration("lease_duration", duration)?;
+                    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+                        return Err(Error::invalid(
+                            "INVALID_LEASE_DURATION",
+                            format!("lease_duration must be between {}s and {}s", MIN_LEASE.as_secs(), MAX_LEASE.as_secs()),
+                        ));
+                    }
+                    lease
+                }
+            };
+            let wait = request.wait.map(|wait| self::duration("wait", wait)).transpose()?.unwrap_or_default().min(self.max_wait);
+            let deadline = tokio::time::Instant::now() + wait;
+            // Subscribe before the first attempt so no arrival slips between.
+            let mut changes = self.store.changes();
+            loop {
+                let claim = ClaimRequest {
+                    parent: parent.clone(),
+                    queue: request.queue.clone(),
+                    worker: worker.clone(),
+                    lease_duration,
+                    now: self.clock.now(),
+                };
+                if let Some(operation) = self.store.claim(claim).await? {
+                    tracing::info!(op.name = %operation.name, queue = %request.queue, attempt = operation.attempt, "claimed");
+                    return Ok(Some(operation));
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                let wake = match self.store.next_claimable(&parent, &request.queue).await? {
+                    Some(at) => deadline.min(now + at.duration_since(self.clock.now()).unwrap_or_default()),
+                    None => deadline,
+                };
+                loop {
+                    tokio::select! {
+                        change = changes.recv() => match change {
+                            Ok(change) if change.queued.as_deref() == Some(request.queue.as_str()) => break,
+                            Ok(_) => {}
+                            Err(RecvError::Lagged(_)) => break,
+                            Err(RecvError::Closed) => return Err(Error::internal("store change feed closed")),
+                        },
+                        () = tokio::time::sleep_until(wake) => break,
+                        () = self.shutdown.cancelled() => return Ok(None),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Enforces leases, timeouts, cancel grace and retention until shutdown.
+    /// Every node runs one; the store's fenced statements make that safe.
+    pub(crate) async fn sweep_until_shutdown(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.sweep_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            match self.store.sweep(self.clock.now(), self.sweep).await {
+                Ok(events) => {
+                    for event in events {
+                        tracing::info!(op.name = %event.name, queue = event.queue.as_deref().unwrap_or(""), kind = ?event.kind, "swept");
+                        self.metrics.swept(&event);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "sweep failed; retrying at the next interval"),
+            }
+        }
+    }
+
+    /// The Prometheus text, with queue gauges read from the store now.
+    pub(crate) async fn render_metrics(&self) -> String {
+        match self.store.queue_stats().await {
+            Ok(stats) => self.metrics.set_queues(&stats),
+            Err(err) => tracing::warn!(error = %err, "cannot read queue statistics"),
+        }
+        self.metrics.render()
     }
 
     /// A producer's payload, checked against the registry so that nothing
@@ -391,13 +477,24 @@ impl Service {
     }
 }
 
+/// The wire answer to a claim: `{}` when nothing was claimed.
+pub fn claim_response(operation: Option<Operation>) -> ClaimOperationResponse {
+    let Some(operation) = operation else {
+        return ClaimOperationResponse::default();
+    };
+    let lease = operation.lease.clone();
+    ClaimOperationResponse {
+        input: operation.input.as_ref().map(longrun_proto::payload_to_any),
+        attempt: operation.attempt,
+        lease_token: lease.as_ref().map(|lease| lease.token.clone()).unwrap_or_default(),
+        lease_expire_time: lease.map(|lease| lease.expire_time.into()),
+        operation: Some(longrun_proto::to_wire(&operation)),
+    }
+}
+
 fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, Error> {
-    Duration::try_from(value).map_err(|_| {
-        Error::invalid(
-            "INVALID_DURATION",
-            format!("{field} must be a non-negative duration"),
-        )
-    })
+    Duration::try_from(value)
+        .map_err(|_| Error::invalid("INVALID_DURATION", format!("{field} must be a non-negative duration")))
 }
 
 fn text(field: &str, value: String) -> Result<String, Error> {

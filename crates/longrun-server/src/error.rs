@@ -56,9 +56,7 @@ impl Error {
     pub fn public_message(&self, request_id: &str) -> String {
         match self.code {
             Code::Internal | Code::Unknown | Code::DataLoss => {
-                format!(
-                    "internal error; the server log has the details under request id {request_id}"
-                )
+                format!("internal error; the server log has the details under request id {request_id}")
             }
             _ => self.message.clone(),
         }
@@ -71,11 +69,7 @@ impl From<longrun_types::Error> for Error {
             longrun_types::Error::InvalidName { .. } => "INVALID_NAME",
             longrun_types::Error::InvalidFilter { .. } => "INVALID_FILTER",
             longrun_types::Error::InvalidTransition { .. } => {
-                return Self::new(
-                    Code::FailedPrecondition,
-                    "INVALID_TRANSITION",
-                    err.to_string(),
-                );
+                return Self::new(Code::FailedPrecondition, "INVALID_TRANSITION", err.to_string());
             }
             // `longrun_types::Error` is non-exhaustive; a new variant is a
             // caller mistake until mapped here.
@@ -92,9 +86,7 @@ impl From<longrun_store::Error> for Error {
         match err {
             Store::NotFound(_) => Self::new(Code::NotFound, "OPERATION_NOT_FOUND", message),
             Store::AlreadyExists(_) => Self::new(Code::AlreadyExists, "OPERATION_EXISTS", message),
-            Store::FailedPrecondition { .. } => {
-                Self::new(Code::FailedPrecondition, "OPERATION_DONE", message)
-            }
+            Store::FailedPrecondition { .. } => Self::new(Code::FailedPrecondition, "OPERATION_DONE", message),
             Store::Aborted { .. } => Self::new(Code::Aborted, "LEASE_MISMATCH", message),
             Store::Unavailable(_) => Self::new(Code::Unavailable, "STORE_UNAVAILABLE", message),
             Store::Corrupt(_) => Self::internal(message),

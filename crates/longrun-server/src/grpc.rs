@@ -7,17 +7,17 @@ use std::sync::Arc;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
-use crate::{Caller, Error, RequestId, Service};
+use crate::{Caller, Error, RequestId, Service, claim_response};
 use longrun_proto::google::longrunning::operations_server::{Operations, OperationsServer};
 use longrun_proto::google::longrunning::{
-    CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest,
-    ListOperationsResponse, Operation, WaitOperationRequest,
+    CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest, ListOperationsResponse,
+    Operation, WaitOperationRequest,
 };
 use longrun_proto::google::rpc;
 use longrun_proto::longrun::v1::control_server::{Control, ControlServer};
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest,
-    CreateOperationRequest, UpdateOperationRequest, UpdateOperationResponse,
+    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
+    UpdateOperationRequest, UpdateOperationResponse,
 };
 use longrun_proto::{TYPE_URL_PREFIX, to_wire};
 use longrun_types::Code;
@@ -99,10 +99,10 @@ fn status(err: &Error, request_id: &str) -> Status {
 pub(crate) struct Grpc(Arc<Service>);
 
 fn caller<T>(request: &Request<T>) -> Caller {
-    let request_id = request.extensions().get::<RequestId>().map_or_else(
-        || uuid::Uuid::now_v7().simple().to_string(),
-        |id| id.0.clone(),
-    );
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), |id| id.0.clone());
     Caller {
         request_id,
         protocol: "grpc",
@@ -110,10 +110,7 @@ fn caller<T>(request: &Request<T>) -> Caller {
 }
 
 /// Runs a core call and converts its error.
-async fn answer<T>(
-    caller: Caller,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<Response<T>, Status> {
+async fn answer<T>(caller: Caller, work: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
     work.await
         .map(Response::new)
         .map_err(|err| status(&err, &caller.request_id))
@@ -137,35 +134,20 @@ impl Operations for Grpc {
         .await
     }
 
-    async fn get_operation(
-        &self,
-        request: Request<GetOperationRequest>,
-    ) -> Result<Response<Operation>, Status> {
+    async fn get_operation(&self, request: Request<GetOperationRequest>) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
-            Ok(to_wire(
-                &self.0.get(&caller, &request.into_inner().name).await?,
-            ))
+            Ok(to_wire(&self.0.get(&caller, &request.into_inner().name).await?))
         })
         .await
     }
 
-    async fn delete_operation(
-        &self,
-        request: Request<DeleteOperationRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn delete_operation(&self, request: Request<DeleteOperationRequest>) -> Result<Response<()>, Status> {
         let caller = caller(&request);
-        answer(
-            caller.clone(),
-            self.0.delete(&caller, &request.into_inner().name),
-        )
-        .await
+        answer(caller.clone(), self.0.delete(&caller, &request.into_inner().name)).await
     }
 
-    async fn cancel_operation(
-        &self,
-        request: Request<CancelOperationRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn cancel_operation(&self, request: Request<CancelOperationRequest>) -> Result<Response<()>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
             self.0.cancel(&caller, &request.into_inner().name).await?;
@@ -174,16 +156,11 @@ impl Operations for Grpc {
         .await
     }
 
-    async fn wait_operation(
-        &self,
-        request: Request<WaitOperationRequest>,
-    ) -> Result<Response<Operation>, Status> {
+    async fn wait_operation(&self, request: Request<WaitOperationRequest>) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
         answer(caller.clone(), async {
-            Ok(to_wire(
-                &self.0.wait(&caller, &request.name, request.timeout).await?,
-            ))
+            Ok(to_wire(&self.0.wait(&caller, &request.name, request.timeout).await?))
         })
         .await
     }
@@ -191,15 +168,10 @@ impl Operations for Grpc {
 
 #[tonic::async_trait]
 impl Control for Grpc {
-    async fn create_operation(
-        &self,
-        request: Request<CreateOperationRequest>,
-    ) -> Result<Response<Operation>, Status> {
+    async fn create_operation(&self, request: Request<CreateOperationRequest>) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
-            Ok(to_wire(
-                &self.0.create(&caller, request.into_inner()).await?,
-            ))
+            Ok(to_wire(&self.0.create(&caller, request.into_inner()).await?))
         })
         .await
     }
@@ -218,9 +190,7 @@ impl Control for Grpc {
     ) -> Result<Response<Operation>, Status> {
         let caller = caller(&request);
         answer(caller.clone(), async {
-            Ok(to_wire(
-                &self.0.complete(&caller, request.into_inner()).await?,
-            ))
+            Ok(to_wire(&self.0.complete(&caller, request.into_inner()).await?))
         })
         .await
     }
@@ -230,12 +200,10 @@ impl Control for Grpc {
         request: Request<ClaimOperationRequest>,
     ) -> Result<Response<ClaimOperationResponse>, Status> {
         let caller = caller(&request);
-        let err = Error::new(
-            Code::Unimplemented,
-            "NOT_IMPLEMENTED",
-            "claiming queued operations is not available in this version of longrun",
-        );
-        Err(status(&err, &caller.request_id))
+        answer(caller.clone(), async {
+            Ok(claim_response(self.0.claim(&caller, request.into_inner()).await?))
+        })
+        .await
     }
 }
 

@@ -41,7 +41,7 @@ use tracing::Instrument as _;
 
 pub use crate::auth::Action;
 pub use crate::core::{
-    Caller, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service,
+    Caller, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service, claim_response,
 };
 pub use crate::error::Error;
 pub use crate::page_token::LIFETIME as PAGE_TOKEN_LIFETIME;
@@ -70,18 +70,36 @@ pub struct Config {
     /// Payload types the server can read and serve.
     pub registry: Registry,
     pub clock: Arc<dyn Clock>,
-    /// Longest a Wait call blocks (`--max-wait`).
+    /// Longest a Wait (or Claim long-poll) blocks (`--max-wait`).
     pub max_wait: Duration,
+    /// After a cancel, how long a running operation's worker has to stop
+    /// before the server ends it as CANCELLED (`--cancel-grace`).
+    pub cancel_grace: Duration,
+    /// How long done operations are kept (`--retention`).
+    pub retention: Duration,
+    /// Backoff between attempts after a retryable error.
+    pub retry_backoff: longrun_store::Backoff,
+    /// How often leases, timeouts, cancel grace and retention are enforced.
+    pub sweep_interval: Duration,
 }
 
 impl Config {
-    /// Defaults: built-in types only, system clock, 60 s max wait.
+    /// SPEC defaults: built-in types only, system clock, 60 s max wait,
+    /// 30 s cancel grace, 30 days retention; retries back off from 1 s to
+    /// 5 min; sweeps every 500 ms.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
             registry: Registry::new(),
             clock: Arc::new(SystemClock),
             max_wait: Duration::from_secs(60),
+            cancel_grace: Duration::from_secs(30),
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            retry_backoff: longrun_store::Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            sweep_interval: Duration::from_millis(500),
         }
     }
 }
@@ -98,13 +116,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
-    let service = Arc::new(Service::new(
-        config.store,
-        config.registry,
-        config.clock,
-        config.max_wait,
-        stopping.clone(),
-    ));
+    let service = Arc::new(Service::new(&config, stopping.clone()));
+    let sweeper = tokio::spawn(service.clone().sweep_until_shutdown());
     let app = rest::router(service.clone())
         .merge(grpc::router(service.clone()))
         .layer(axum::middleware::from_fn(request_context));
@@ -115,9 +128,12 @@ pub async fn run(
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         stopping.cancel();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
+    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    // The sweeper stops on the same signal; a panic in it is a bug to report.
+    if let Err(err) = sweeper.await {
+        tracing::error!(error = %err, "the sweeper task failed");
+    }
+    served
 }
 
 /// Gives each request an id (the caller's `x-request-id` if sane), a tracing
@@ -127,13 +143,9 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
-        .filter(|value| {
-            !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|value| !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;

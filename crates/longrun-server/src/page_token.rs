@@ -43,15 +43,8 @@ impl PageTokens {
         URL_SAFE_NO_PAD.encode(body)
     }
 
-    pub fn redeem(
-        &self,
-        token: &str,
-        parent: &str,
-        filter: &str,
-        now: SystemTime,
-    ) -> Result<Cursor, Error> {
-        let invalid =
-            |why: &str| Error::invalid("INVALID_PAGE_TOKEN", format!("invalid page token: {why}"));
+    pub fn redeem(&self, token: &str, parent: &str, filter: &str, now: SystemTime) -> Result<Cursor, Error> {
+        let invalid = |why: &str| Error::invalid("INVALID_PAGE_TOKEN", format!("invalid page token: {why}"));
         let bytes = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| invalid("not a token this server issued"))?;
@@ -95,8 +88,7 @@ impl PageTokens {
 }
 
 fn seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 fn scope(parent: &str, filter: &str) -> [u8; 16] {
@@ -124,9 +116,7 @@ mod tests {
         let tokens = PageTokens::new([7; 32]);
         let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
         assert_eq!(
-            tokens
-                .redeem(&token, "projects/p", "done = true", now())
-                .unwrap(),
+            tokens.redeem(&token, "projects/p", "done = true", now()).unwrap(),
             Cursor(42)
         );
     }
@@ -137,24 +127,16 @@ mod tests {
         let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
         let message = |result: Result<Cursor, Error>| result.unwrap_err().message;
         assert!(
-            message(tokens.redeem(&token, "projects/p", "done = false", now()))
-                .contains("different parent or filter")
+            message(tokens.redeem(&token, "projects/p", "done = false", now())).contains("different parent or filter")
         );
         assert!(
-            message(tokens.redeem(&token, "projects/q", "done = true", now()))
-                .contains("different parent or filter")
+            message(tokens.redeem(&token, "projects/q", "done = true", now())).contains("different parent or filter")
         );
+        assert!(message(tokens.redeem(&token, "projects/p", "done = true", now() + LIFETIME * 2)).contains("expired"));
         assert!(
-            message(tokens.redeem(&token, "projects/p", "done = true", now() + LIFETIME * 2))
-                .contains("expired")
+            message(PageTokens::new([8; 32]).redeem(&token, "projects/p", "done = true", now())).contains("altered")
         );
-        assert!(
-            message(PageTokens::new([8; 32]).redeem(&token, "projects/p", "done = true", now()))
-                .contains("altered")
-        );
-        assert!(
-            message(tokens.redeem("garbage!", "projects/p", "", now())).contains("not a token")
-        );
+        assert!(message(tokens.redeem("garbage!", "projects/p", "", now())).contains("not a token"));
     }
 
     proptest! {

@@ -53,40 +53,28 @@ impl TestServer {
     }
 
     async fn grpc(&self) -> OperationsClient<tonic::transport::Channel> {
-        OperationsClient::connect(self.endpoint.clone())
-            .await
-            .unwrap()
+        OperationsClient::connect(self.endpoint.clone()).await.unwrap()
     }
 }
 
 #[tokio::test]
 async fn wait_returns_within_milliseconds_of_completion() {
     let server = TestServer::start().await;
-    server
-        .post("projects/p/operations", json!({"operationId": "w"}))
-        .await;
+    server.post("projects/p/operations", json!({"operationId": "w"})).await;
     let waiter = {
         let (http, url) = (
             server.http.clone(),
             format!("{}/v1/projects/p/operations/w:wait", server.endpoint),
         );
         tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .json(&json!({"timeout": "20s"}))
-                .send()
-                .await
-                .unwrap();
+            let response = http.post(url).json(&json!({"timeout": "20s"})).send().await.unwrap();
             let body: Value = response.json().await.unwrap();
             (Instant::now(), body)
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = server
-        .post(
-            "projects/p/operations/w:complete",
-            json!({"response": {"ok": true}}),
-        )
+        .post("projects/p/operations/w:complete", json!({"response": {"ok": true}}))
         .await;
     let completed = Instant::now();
     assert_eq!(status, 200);
@@ -95,10 +83,7 @@ async fn wait_returns_within_milliseconds_of_completion() {
     let lag = returned.saturating_duration_since(completed);
     eprintln!("wait returned {lag:?} after the completing write was acknowledged");
     // Woken by the write itself: anything near a polling interval would be a regression.
-    assert!(
-        lag < Duration::from_millis(100),
-        "wait lagged completion by {lag:?}"
-    );
+    assert!(lag < Duration::from_millis(100), "wait lagged completion by {lag:?}");
 }
 
 #[tokio::test]
@@ -155,14 +140,9 @@ async fn grpc_errors_carry_code_and_error_info() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let details =
-        <longrun_proto::google::rpc::Status as prost::Message>::decode(err.details()).unwrap();
+    let details = <longrun_proto::google::rpc::Status as prost::Message>::decode(err.details()).unwrap();
     assert_eq!(details.code, 5);
-    assert!(
-        details.details[0]
-            .type_url
-            .ends_with("google.rpc.ErrorInfo")
-    );
+    assert!(details.details[0].type_url.ends_with("google.rpc.ErrorInfo"));
     let err = grpc
         .get_operation(GetOperationRequest {
             name: "nonsense".into(),
@@ -178,10 +158,7 @@ async fn shutdown_releases_waiters_and_stops() {
     let mut server = TestServer::start().await;
     server.post("operations", json!({"operationId": "s"})).await;
     let waiter = {
-        let (http, url) = (
-            server.http.clone(),
-            format!("{}/v1/operations/s:wait", server.endpoint),
-        );
+        let (http, url) = (server.http.clone(), format!("{}/v1/operations/s:wait", server.endpoint));
         tokio::spawn(async move {
             http.post(url)
                 .json(&json!({"timeout": "25s"}))
@@ -194,11 +171,7 @@ async fn shutdown_releases_waiters_and_stops() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     server.stop.take().unwrap().send(()).unwrap();
-    assert_eq!(
-        waiter.await.unwrap(),
-        200,
-        "the waiter gets the latest state"
-    );
+    assert_eq!(waiter.await.unwrap(), 200, "the waiter gets the latest state");
     server.task.await.unwrap().unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -212,10 +185,7 @@ async fn paging_never_repeats_while_writers_insert() {
     let server = TestServer::start().await;
     for i in 0..9 {
         server
-            .post(
-                "projects/page/operations",
-                json!({"operationId": format!("op{i}")}),
-            )
+            .post("projects/page/operations", json!({"operationId": format!("op{i}")}))
             .await;
     }
     let mut seen = Vec::new();
@@ -225,15 +195,7 @@ async fn paging_never_repeats_while_writers_insert() {
             "{}/v1/projects/page/operations?pageSize=4&pageToken={token}",
             server.endpoint
         );
-        let page: Value = server
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = server.http.get(url).send().await.unwrap().json().await.unwrap();
         for op in page["operations"].as_array().unwrap() {
             seen.push(op["name"].as_str().unwrap().to_owned());
         }
@@ -243,10 +205,7 @@ async fn paging_never_repeats_while_writers_insert() {
                 json!({"operationId": format!("late{}", seen.len())}),
             )
             .await;
-        token = page["nextPageToken"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        token = page["nextPageToken"].as_str().unwrap_or_default().to_owned();
         if token.is_empty() {
             break;
         }

@@ -82,21 +82,13 @@ mod tests {
 
     #[test]
     fn values_are_bound_never_spliced() {
-        let filter =
-            Filter::parse(r#"metadata.verb = "x'; DROP TABLE operations; --" AND done != true"#)
-                .unwrap();
+        let filter = Filter::parse(r#"metadata.verb = "x'; DROP TABLE operations; --" AND done != true"#).unwrap();
         let mut sql = SqlBuilder::new(|n| format!("?{n}"));
         sql.filter(&filter);
-        assert_eq!(
-            sql.where_clause(),
-            "verb = ?1 AND (done IS NOT NULL AND done <> ?2)"
-        );
+        assert_eq!(sql.where_clause(), "verb = ?1 AND (done IS NOT NULL AND done <> ?2)");
         assert_eq!(
             sql.params,
-            vec![
-                Param::Text("x'; DROP TABLE operations; --".into()),
-                Param::Int(1)
-            ]
+            vec![Param::Text("x'; DROP TABLE operations; --".into()), Param::Int(1)]
         );
     }
 }

@@ -113,6 +113,77 @@ pub struct Update {
 pub struct Completion {
     pub lease_token: Option<String>,
     pub outcome: Outcome,
+    /// For a retryable error: re-queue with this backoff while attempts
+    /// remain (queued operations only, and not once cancellation was asked).
+    pub retry: Option<Backoff>,
+}
+
+/// Exponential backoff between attempts: `initial`, doubling, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before attempt `finished + 1`, after attempt `finished` failed.
+    pub fn delay(&self, finished: i32) -> Duration {
+        let doublings = u32::try_from(finished.saturating_sub(1)).unwrap_or(0).min(30);
+        self.initial.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// A worker asking for the next queued operation (SPEC §3 Claim).
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Operations whose parent is this one or lies below it.
+    pub parent: Parent,
+    pub queue: String,
+    pub worker: String,
+    pub lease_duration: Duration,
+    pub now: SystemTime,
+}
+
+/// What the background sweep enforces (SPEC §3, §4).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPolicy {
+    /// A running operation whose cancellation was asked this long ago ends
+    /// as CANCELLED, and its worker is fenced off.
+    pub cancel_grace: Duration,
+    /// Done operations older than this are deleted.
+    pub retention: Duration,
+    /// Most operations deleted per sweep, so one sweep stays short.
+    pub purge_batch: usize,
+}
+
+/// One thing a sweep did to one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepEvent {
+    pub name: String,
+    pub queue: Option<String>,
+    pub kind: Swept,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swept {
+    /// The lease expired with attempts left: back to the queue, attempt + 1.
+    Requeued,
+    /// The lease expired on the last attempt: FAILED with UNAVAILABLE.
+    LeaseExpired,
+    /// The operation's `timeout` passed: FAILED with DEADLINE_EXCEEDED.
+    TimedOut,
+    /// `cancel_grace` passed after a cancel: CANCELLED.
+    CancelForced,
+    /// Deleted after `retention`.
+    Purged,
+}
+
+/// How much work waits in, and is held from, one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queue: String,
+    pub queued: u64,
+    pub leased: u64,
 }
 
 /// A committed change, announced on [`Store::changes`].
@@ -122,6 +193,8 @@ pub struct Change {
     pub done: bool,
     /// Set when the operation was deleted.
     pub deleted: bool,
+    /// The queue, when the change made the operation claimable.
+    pub queued: Option<String>,
 }
 
 /// The storage API. Times come from the caller so that stores never read a
@@ -137,20 +210,20 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Queued → CANCELLED at once; running → `cancel_requested`; done → unchanged.
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation>;
     async fn delete(&self, name: &OperationName) -> Result<()>;
-    async fn update(
-        &self,
-        name: &OperationName,
-        update: Update,
-        now: SystemTime,
-    ) -> Result<Operation>;
-    async fn complete(
-        &self,
-        name: &OperationName,
-        completion: Completion,
-        now: SystemTime,
-    ) -> Result<Operation>;
+    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
+    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;
     /// Committed changes, for waiters. A lagging receiver must re-read.
     fn changes(&self) -> broadcast::Receiver<Change>;
+    /// Leases the oldest claimable operation of `queue` under the parent.
+    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>>;
+    /// When the next queued operation of `queue` under `parent` becomes
+    /// claimable (its retry backoff ends), if any is waiting.
+    async fn next_claimable(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>>;
+    /// Ends or re-queues operations whose lease, timeout or cancel grace ran
+    /// out, and purges old done ones. Safe to run on every node at once.
+    async fn sweep(&self, now: SystemTime, policy: SweepPolicy) -> Result<Vec<SweepEvent>>;
+    /// Queued and leased operations per queue.
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
     /// A secret shared by every node on this store, for signing page tokens.
     fn page_token_key(&self) -> [u8; 32];
     /// Succeeds when the store can serve reads.

@@ -73,11 +73,7 @@ impl Field {
     }
 
     fn names() -> String {
-        Self::NAMES
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ")
+        Self::NAMES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
     }
 
     /// Converts a literal to this field's type.
@@ -94,13 +90,9 @@ impl Field {
                 .ok()
                 .or_else(|| Code::from_name(text).map(|code| i64::from(code.as_i32())))
                 .map(Value::Int)
-                .ok_or_else(|| {
-                    format!("error.code is an integer or a code name like NOT_FOUND, found {text:?}")
-                }),
+                .ok_or_else(|| format!("error.code is an integer or a code name like NOT_FOUND, found {text:?}")),
             Field::State => State::from_name(text).map(Value::State).ok_or_else(|| {
-                format!(
-                    "metadata.state is one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, found {text:?}"
-                )
+                format!("metadata.state is one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, found {text:?}")
             }),
         }
     }
@@ -112,10 +104,7 @@ impl Filter {
         if text.len() > MAX_LENGTH {
             return Err(invalid(
                 1,
-                format!(
-                    "filter is {} bytes long; the limit is {MAX_LENGTH}",
-                    text.len()
-                ),
+                format!("filter is {} bytes long; the limit is {MAX_LENGTH}", text.len()),
             ));
         }
         let tokens = tokenize(text)?;
@@ -126,8 +115,7 @@ impl Filter {
                 match rest {
                     [
                         Token {
-                            kind: Kind::Word(word),
-                            ..
+                            kind: Kind::Word(word), ..
                         },
                         tail @ ..,
                     ] if word == "AND" => rest = tail,
@@ -152,9 +140,7 @@ impl Filter {
 
     /// Evaluates the filter in memory: the reference the SQL must agree with.
     pub fn matches(&self, op: &Operation) -> bool {
-        self.conditions
-            .iter()
-            .all(|condition| condition.matches(op))
+        self.conditions.iter().all(|condition| condition.matches(op))
     }
 }
 
@@ -202,10 +188,7 @@ fn parse_condition<'t>(tokens: &'t [Token], text: &str) -> Result<(Condition, &'
     let field = Field::from_path(path).ok_or_else(|| {
         invalid(
             column,
-            format!(
-                "unknown field {path:?}; filterable fields are {}",
-                Field::names()
-            ),
+            format!("unknown field {path:?}; filterable fields are {}", Field::names()),
         )
     })?;
     let comparator = match tokens.get(1) {
@@ -218,10 +201,7 @@ fn parse_condition<'t>(tokens: &'t [Token], text: &str) -> Result<(Condition, &'
             ));
         }
         None => {
-            return Err(invalid(
-                end_column,
-                format!("expected = or != after {path}"),
-            ));
+            return Err(invalid(end_column, format!("expected = or != after {path}")));
         }
     };
     let (literal, quoted, value_column) = match tokens.get(2) {
@@ -240,10 +220,7 @@ fn parse_condition<'t>(tokens: &'t [Token], text: &str) -> Result<(Condition, &'
             ));
         }
         None => {
-            return Err(invalid(
-                end_column,
-                format!("expected a value after {path}"),
-            ));
+            return Err(invalid(end_column, format!("expected a value after {path}")));
         }
     };
     let value = field
@@ -295,16 +272,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, Error> {
         if c.is_whitespace() {
             i += 1;
         } else if c == '=' {
-            tokens.push(Token {
-                kind: Kind::Eq,
-                column,
-            });
+            tokens.push(Token { kind: Kind::Eq, column });
             i += 1;
         } else if c == '!' && chars.get(i + 1) == Some(&'=') {
-            tokens.push(Token {
-                kind: Kind::Ne,
-                column,
-            });
+            tokens.push(Token { kind: Kind::Ne, column });
             i += 2;
         } else if c == '"' || c == '\'' {
             let mut value = String::new();
@@ -362,7 +333,10 @@ mod tests {
 
     #[test]
     fn parses_conjunctions_of_typed_equalities() {
-        let filter = Filter::parse(r#"done = false AND metadata.state != QUEUED AND error.code=NOT_FOUND AND metadata.verb = "create x""#).unwrap();
+        let filter = Filter::parse(
+            r#"done = false AND metadata.state != QUEUED AND error.code=NOT_FOUND AND metadata.verb = "create x""#,
+        )
+        .unwrap();
         assert_eq!(
             filter.conditions,
             vec![
@@ -390,10 +364,7 @@ mod tests {
         );
         assert_eq!(Filter::parse("  ").unwrap(), Filter::default());
         assert_eq!(
-            Filter::parse("name = projects/p/operations/1")
-                .unwrap()
-                .conditions[0]
-                .value,
+            Filter::parse("name = projects/p/operations/1").unwrap().conditions[0].value,
             Value::Text("projects/p/operations/1".into())
         );
     }

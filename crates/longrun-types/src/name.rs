@@ -59,13 +59,8 @@ impl Parent {
         }
         for (index, pair) in segments.chunks(2).enumerate() {
             let (collection, id) = (pair[0], pair[1]);
-            check_collection(collection).map_err(|why| {
-                invalid(format!(
-                    "collection {:?} (segment {}) {why}",
-                    collection,
-                    2 * index + 1
-                ))
-            })?;
+            check_collection(collection)
+                .map_err(|why| invalid(format!("collection {:?} (segment {}) {why}", collection, 2 * index + 1)))?;
             if collection == "operations" {
                 return Err(invalid(
                     "\"operations\" cannot be a parent collection; operations do not nest".into(),
@@ -74,12 +69,9 @@ impl Parent {
             if id == "-" && wildcards {
                 continue;
             }
-            validate_id(id)
-                .map_err(|why| invalid(format!("id {:?} (segment {}) {why}", id, 2 * index + 2)))?;
+            validate_id(id).map_err(|why| invalid(format!("id {:?} (segment {}) {why}", id, 2 * index + 2)))?;
         }
-        Ok(Self {
-            path: path.to_owned(),
-        })
+        Ok(Self { path: path.to_owned() })
     }
 
     /// True for the top-level collection.
@@ -223,9 +215,7 @@ fn check_segment(segment: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "._~-".contains(*c)))
     {
-        Some(bad) => Err(format!(
-            "contains {bad:?}; allowed are letters, digits and . _ ~ -"
-        )),
+        Some(bad) => Err(format!("contains {bad:?}; allowed are letters, digits and . _ ~ -")),
         None => Ok(()),
     }
 }
@@ -246,19 +236,10 @@ mod tests {
             let parsed = OperationName::parse(name).unwrap();
             assert_eq!(parsed.to_string(), name);
         }
-        let parsed =
-            OperationName::parse("projects/p/locations/l/datasets/d/operations/2").unwrap();
-        assert_eq!(
-            parsed.parent().as_str(),
-            "projects/p/locations/l/datasets/d"
-        );
+        let parsed = OperationName::parse("projects/p/locations/l/datasets/d/operations/2").unwrap();
+        assert_eq!(parsed.parent().as_str(), "projects/p/locations/l/datasets/d");
         assert_eq!(parsed.id(), "2");
-        assert!(
-            OperationName::parse("operations/4")
-                .unwrap()
-                .parent()
-                .is_root()
-        );
+        assert!(OperationName::parse("operations/4").unwrap().parent().is_root());
     }
 
     #[test]
@@ -298,9 +279,6 @@ mod tests {
         assert!(!pattern.matches(&Parent::parse("projects/a/locations/m").unwrap()));
         assert!(!pattern.matches(&Parent::parse("projects/a").unwrap()));
         assert!(Parent::parse("projects/-").is_err());
-        assert!(
-            Parent::parse_pattern("-/p").is_err(),
-            "collections are never wildcards"
-        );
+        assert!(Parent::parse_pattern("-/p").is_err(), "collections are never wildcards");
     }
 }

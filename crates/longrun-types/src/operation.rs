@@ -32,9 +32,7 @@ pub struct Payload {
 impl Payload {
     /// The fully-qualified message name, e.g. `google.protobuf.Struct`.
     pub fn type_name(&self) -> &str {
-        self.type_url
-            .rsplit_once('/')
-            .map_or(&self.type_url, |(_, name)| name)
+        self.type_url.rsplit_once('/').map_or(&self.type_url, |(_, name)| name)
     }
 }
 
@@ -227,10 +225,7 @@ mod tests {
             value: Bytes::new(),
         };
         assert_eq!(payload.type_name(), "google.protobuf.Empty");
-        assert_eq!(
-            State::for_outcome(&Outcome::Response(payload)),
-            State::Succeeded
-        );
+        assert_eq!(State::for_outcome(&Outcome::Response(payload)), State::Succeeded);
         assert_eq!(
             State::for_outcome(&Outcome::Error(Status::new(Code::Cancelled, "x"))),
             State::Cancelled

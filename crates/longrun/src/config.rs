@@ -13,8 +13,7 @@ pub fn apply(command: Command) -> anyhow::Result<Command> {
     let Some(path) = config_path() else {
         return Ok(command);
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
@@ -64,10 +63,7 @@ fn set_default(command: Command, flag: &str, values: &[String]) -> (Command, boo
             .collect();
         command = command.mut_arg(id, |arg| arg.default_values(values));
     }
-    let names: Vec<String> = command
-        .get_subcommands()
-        .map(|sub| sub.get_name().to_owned())
-        .collect();
+    let names: Vec<String> = command.get_subcommands().map(|sub| sub.get_name().to_owned()).collect();
     for name in names {
         let mut sub_found = false;
         command = command.mut_subcommand(name, |sub| {

@@ -31,9 +31,7 @@ pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
                 Format::Table => println!("{}", table(&operations)),
             }
         }
-        OperationsCommand::Describe { name } => {
-            print_json(&serde_json::to_value(client.get(&name).await?)?)
-        }
+        OperationsCommand::Describe { name } => print_json(&serde_json::to_value(client.get(&name).await?)?),
         OperationsCommand::Create {
             parent,
             queue,
@@ -52,18 +50,14 @@ pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
                 request_id,
                 queue,
                 input: input.map(|text| parse_json("--input", &text)).transpose()?,
-                metadata: metadata
-                    .map(|text| parse_json("--metadata", &text))
-                    .transpose()?,
+                metadata: metadata.map(|text| parse_json("--metadata", &text)).transpose()?,
                 verb,
                 target,
                 api_version,
                 max_attempts,
                 timeout: timeout.map(|timeout| format!("{}s", timeout.as_secs_f64())),
             };
-            print_json(&serde_json::to_value(
-                client.create(&parent, &request).await?,
-            )?);
+            print_json(&serde_json::to_value(client.create(&parent, &request).await?)?);
         }
         OperationsCommand::Cancel { name } => {
             client.cancel(&name).await?;
@@ -108,10 +102,7 @@ fn parse_json(flag: &str, text: &str) -> anyhow::Result<Value> {
 
 fn print_json(value: &Value) {
     // Serialising a Value cannot fail.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn state(operation: &Operation) -> String {
@@ -143,11 +134,7 @@ fn table(operations: &[Operation]) -> Table {
     table
 }
 
-async fn wait(
-    client: &Client,
-    name: &str,
-    timeout: std::time::Duration,
-) -> anyhow::Result<ExitCode> {
+async fn wait(client: &Client, name: &str, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:40}] {pos:>3}% {msg}")
@@ -165,19 +152,12 @@ async fn wait(
     bar.finish_and_clear();
     print_json(&serde_json::to_value(&operation)?);
     if !operation.done {
-        eprintln!(
-            "{name} is still running after {}",
-            humantime::format_duration(timeout)
-        );
+        eprintln!("{name} is still running after {}", humantime::format_duration(timeout));
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     match &operation.error {
         Some(error) => {
-            eprintln!(
-                "{name} {}: {}",
-                state(&operation).to_lowercase(),
-                error.message
-            );
+            eprintln!("{name} {}: {}", state(&operation).to_lowercase(), error.message);
             Ok(ExitCode::from(EXIT_FAILED))
         }
         None => Ok(ExitCode::SUCCESS),

@@ -25,8 +25,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let mut registry = Registry::new();
     for path in &args.descriptors {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read descriptor set {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read descriptor set {}", path.display()))?;
         registry
             .load_descriptor_set(&bytes)
             .with_context(|| format!("descriptor set {}", path.display()))?;
@@ -70,8 +69,7 @@ fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if path.is_empty() {
         bail!("--store {url:?} names no file; use sqlite:PATH");
     }
-    let store =
-        SqliteStore::open(path).with_context(|| format!("cannot open SQLite store {path}"))?;
+    let store = SqliteStore::open(path).with_context(|| format!("cannot open SQLite store {path}"))?;
     tracing::info!(
         path,
         durability = "WAL, synchronous=FULL, group commit",
@@ -86,11 +84,7 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
 }

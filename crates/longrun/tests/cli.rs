@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::Server;
+use crate::support::{Server, call};
 
 fn json(output: &std::process::Output) -> Value {
     assert!(
@@ -13,24 +13,6 @@ fn json(output: &std::process::Output) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// A blocking HTTP/1.1 POST; the CLI is what these tests exercise, so the
-/// producer side stays this small.
-fn post(endpoint: &str, path: &str, body: &Value) -> String {
-    use std::io::{Read as _, Write as _};
-    let address = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[test]
@@ -82,21 +64,9 @@ fn create_list_describe_and_delete() {
 fn list_pages_transparently_up_to_the_limit() {
     let server = Server::start(&[]);
     for i in 0..7 {
-        json(&server.cli(&[
-            "create",
-            "projects/paging",
-            "--operation-id",
-            &format!("op{i}"),
-        ]));
+        json(&server.cli(&["create", "projects/paging", "--operation-id", &format!("op{i}")]));
     }
-    let all = json(&server.cli(&[
-        "list",
-        "projects/paging",
-        "--format",
-        "json",
-        "--page-size",
-        "2",
-    ]));
+    let all = json(&server.cli(&["list", "projects/paging", "--format", "json", "--page-size", "2"]));
     let names: Vec<&str> = all
         .as_array()
         .unwrap()
@@ -126,15 +96,17 @@ fn wait_exits_0_on_success_and_1_on_failure() {
     let endpoint = server.endpoint.clone();
     let finisher = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        post(
+        call(
             &endpoint,
+            "POST",
             "/v1/projects/w/operations/good:complete",
-            &serde_json::json!({"response": {"rows": 3}}),
+            Some(&serde_json::json!({"response": {"rows": 3}})),
         );
-        post(
+        call(
             &endpoint,
+            "POST",
             "/v1/projects/w/operations/bad:complete",
-            &serde_json::json!({"error": {"code": 9, "message": "disk full"}}),
+            Some(&serde_json::json!({"error": {"code": 9, "message": "disk full"}})),
         );
     });
     let good = server.cli(&["wait", "projects/w/operations/good", "--timeout", "20s"]);
@@ -145,30 +117,14 @@ fn wait_exits_0_on_success_and_1_on_failure() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("disk full"));
     json(&server.cli(&["create", "projects/w", "--operation-id", "slow"]));
     let timed_out = server.cli(&["wait", "projects/w/operations/slow", "--timeout", "1s"]);
-    assert_eq!(
-        timed_out.status.code(),
-        Some(2),
-        "still running at the timeout"
-    );
+    assert_eq!(timed_out.status.code(), Some(2), "still running at the timeout");
 }
 
 #[test]
 fn cancel_of_a_queued_operation_ends_it() {
     let server = Server::start(&[]);
-    json(&server.cli(&[
-        "create",
-        "projects/c",
-        "--queue",
-        "q",
-        "--operation-id",
-        "x",
-    ]));
-    assert!(
-        server
-            .cli(&["cancel", "projects/c/operations/x"])
-            .status
-            .success()
-    );
+    json(&server.cli(&["create", "projects/c", "--queue", "q", "--operation-id", "x"]));
+    assert!(server.cli(&["cancel", "projects/c/operations/x"]).status.success());
     let op = json(&server.cli(&["describe", "projects/c/operations/x"]));
     assert_eq!(op["done"], true);
     assert_eq!(op["error"]["code"], 1);
@@ -195,37 +151,44 @@ fn sigterm_stops_the_server_promptly() {
     // A waiter blocked on the server must not hold up shutdown.
     let endpoint = server.endpoint.clone();
     let waiter = std::thread::spawn(move || {
-        post(
+        call(
             &endpoint,
+            "POST",
             "/v1/projects/s/operations/pending:wait?timeout=50s",
-            &serde_json::json!({}),
+            Some(&serde_json::json!({})),
         )
     });
     std::thread::sleep(Duration::from_millis(300));
     let (elapsed, status) = server.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
-    let answer = waiter.join().unwrap();
-    assert!(
-        answer.contains("projects/s/operations/pending"),
-        "the waiter got the latest state: {answer}"
+    let (status, answer) = waiter.join().unwrap();
+    assert_eq!(
+        (status, answer["name"].as_str()),
+        (200, Some("projects/s/operations/pending")),
+        "the waiter got the latest state"
     );
 }
 
 #[test]
 fn refuses_non_loopback_without_auth() {
     let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "serve",
-            "--listen",
-            "0.0.0.0:0",
-            "--store",
-            "sqlite::memory:",
-        ])
+        .args(["serve", "--listen", "0.0.0.0:0", "--store", "sqlite::memory:"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-unauthenticated"));
+}
+
+/// Runs `longrun --config FILE args...` with `LONGRUN_ENDPOINT` set or removed.
+fn with_config(config: &std::path::Path, endpoint_env: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(crate::support::binary());
+    command.arg("--config").arg(config).args(args);
+    match endpoint_env {
+        Some(endpoint) => command.env("LONGRUN_ENDPOINT", endpoint),
+        None => command.env_remove("LONGRUN_ENDPOINT"),
+    };
+    command.output().unwrap()
 }
 
 #[test]
@@ -233,41 +196,16 @@ fn config_file_and_env_set_flags() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("longrun.toml");
     std::fs::write(&config, "endpoint = \"http://127.0.0.1:1\"\n").unwrap();
+    let describe = ["operations", "describe", "operations/x"];
+    let stderr = |output: std::process::Output| String::from_utf8_lossy(&output.stderr).into_owned();
     // The config file's endpoint is used...
-    let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "operations",
-            "describe",
-            "operations/x",
-        ])
-        .env_remove("LONGRUN_ENDPOINT")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:1"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let from_file = stderr(with_config(&config, None, &describe));
+    assert!(from_file.contains("127.0.0.1:1"), "{from_file}");
     // ...unless the environment says otherwise.
-    let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "operations",
-            "describe",
-            "operations/x",
-        ])
-        .env("LONGRUN_ENDPOINT", "http://127.0.0.1:2")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&output.stderr).contains("127.0.0.1:2"));
+    let from_env = stderr(with_config(&config, Some("http://127.0.0.1:2"), &describe));
+    assert!(from_env.contains("127.0.0.1:2"), "{from_env}");
     std::fs::write(&config, "no-such-flag = 1\n").unwrap();
-    let output = std::process::Command::new(crate::support::binary())
-        .args(["--config", config.to_str().unwrap(), "operations", "list"])
-        .output()
-        .unwrap();
+    let output = with_config(&config, None, &["operations", "list"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown key"));
 }

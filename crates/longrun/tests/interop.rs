@@ -51,22 +51,11 @@ fn google_clients_drive_the_real_server() {
         .arg(root.join("proto/longrun/v1/control.proto")));
     let server = Server::start(&["--max-wait", "30s"]);
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/interop",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/interop"])
         .current_dir(&root)
         .env("LONGRUN_ENDPOINT", &server.endpoint)
         .env("LONGRUN_PROTO_PY", generated.path())
         .status()
         .unwrap();
-    assert!(
-        status.success(),
-        "the interop suite failed against {}",
-        server.endpoint
-    );
+    assert!(status.success(), "the interop suite failed against {}", server.endpoint);
 }

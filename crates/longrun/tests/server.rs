@@ -1,47 +1,24 @@
 //! The server binary's own behaviour: payload types from `--descriptors`,
 //! durability across restarts, and how faults are reported.
 
-use std::io::{Read as _, Write as _};
-
 use prost::Message as _;
 use prost_types::{
-    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
-    field_descriptor_proto,
+    DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet, field_descriptor_proto,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::Server;
-
-/// Minimal HTTP/1.1 call; returns the status code and JSON body.
-fn call(endpoint: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let address = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
-    // Responses here are small and sent with Content-Length, not chunked.
-    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
-}
+use crate::support::{Server, call};
 
 /// A descriptor set defining `acme.v1.ImportMetadata { string source = 1; int64 rows = 2; }`.
 fn acme_descriptors(dir: &std::path::Path) -> std::path::PathBuf {
-    let field =
-        |name: &str, number: i32, kind: field_descriptor_proto::Type| FieldDescriptorProto {
-            name: Some(name.into()),
-            number: Some(number),
-            r#type: Some(kind as i32),
-            label: Some(field_descriptor_proto::Label::Optional as i32),
-            json_name: Some(name.into()),
-            ..Default::default()
-        };
+    let field = |name: &str, number: i32, kind: field_descriptor_proto::Type| FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        r#type: Some(kind as i32),
+        label: Some(field_descriptor_proto::Label::Optional as i32),
+        json_name: Some(name.into()),
+        ..Default::default()
+    };
     let set = FileDescriptorSet {
         file: vec![FileDescriptorProto {
             name: Some("acme/v1/import.proto".into()),
@@ -84,12 +61,7 @@ fn descriptor_payloads_serve_and_faults_are_logged_with_a_request_id() {
     // served, which must be a clean INTERNAL error, never corrupted JSON.
     let dir = server.kill();
     let server = Server::start_in(dir, &[]);
-    let (status, body) = call(
-        &server.endpoint,
-        "GET",
-        "/v1/projects/acme/operations/i",
-        None,
-    );
+    let (status, body) = call(&server.endpoint, "GET", "/v1/projects/acme/operations/i", None);
     assert_eq!(status, 500);
     assert_eq!(body["error"]["status"], "INTERNAL");
     let message = body["error"]["message"].as_str().unwrap();
@@ -124,12 +96,7 @@ fn acknowledged_operations_survive_kill_9() {
     }
     let dir = server.kill();
     let server = Server::start_in(dir, &[]);
-    let (status, page) = call(
-        &server.endpoint,
-        "GET",
-        "/v1/projects/k/operations?pageSize=100",
-        None,
-    );
+    let (status, page) = call(&server.endpoint, "GET", "/v1/projects/k/operations?pageSize=100", None);
     assert_eq!(status, 200);
     assert_eq!(page["operations"].as_array().unwrap().len(), 20);
 }

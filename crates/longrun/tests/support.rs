@@ -1,10 +1,12 @@
 //! Starting the real `longrun` binary for a test.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A `longrun serve` process on a free loopback port, killed on drop.
 #[derive(Debug)]
@@ -65,8 +67,7 @@ impl Server {
                     && let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
                     && entry["message"] == "serving REST and gRPC"
                 {
-                    let _ =
-                        address_tx.send(entry["address"].as_str().unwrap_or_default().to_owned());
+                    let _ = address_tx.send(entry["address"].as_str().unwrap_or_default().to_owned());
                     sent = true;
                 }
                 if std::env::var_os("LONGRUN_TEST_SERVER_LOG").is_some() {
@@ -117,4 +118,23 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Minimal HTTP/1.1 call; returns the status code and JSON body.
+pub fn call(endpoint: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
+    // Responses here are small and sent with Content-Length, not chunked.
+    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
 }

@@ -151,8 +151,7 @@ pub(super) async fn discovery(headers: HeaderMap) -> Response {
     let mut resources = Map::new();
     for (path, name_pattern, parent_pattern) in SHAPES {
         let prefix: String = path.iter().map(|resource| format!("{resource}.")).collect();
-        let operations =
-            json!({"methods": discovery_methods(&prefix, name_pattern, parent_pattern)});
+        let operations = json!({"methods": discovery_methods(&prefix, name_pattern, parent_pattern)});
         let mut level = &mut resources;
         for resource in *path {
             let entry = level
@@ -197,12 +196,7 @@ fn openapi_parameters(template: &str) -> Vec<Value> {
         .collect()
 }
 
-fn openapi_operation(
-    summary: &str,
-    parameters: Vec<Value>,
-    body: Option<&str>,
-    response: &str,
-) -> Value {
+fn openapi_operation(summary: &str, parameters: Vec<Value>, body: Option<&str>, response: &str) -> Value {
     let mut operation = json!({
         "summary": summary,
         "parameters": parameters,
@@ -250,10 +244,13 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
         paths.insert(format!("{collection}:claim"), json!({
             "post": openapi_operation("Claim the next queued operation (worker API)", list_params, Some("ClaimOperationRequest"), "ClaimOperationResponse"),
         }));
-        paths.insert(operation.clone(), json!({
-            "get": openapi_operation("Get an operation", op_params.clone(), None, "Operation"),
-            "delete": openapi_operation("Delete an operation's record", op_params.clone(), None, "Empty"),
-        }));
+        paths.insert(
+            operation.clone(),
+            json!({
+                "get": openapi_operation("Get an operation", op_params.clone(), None, "Operation"),
+                "delete": openapi_operation("Delete an operation's record", op_params.clone(), None, "Empty"),
+            }),
+        );
         for (verb, summary, body, response) in [
             ("cancel", "Request cancellation", Some("Empty"), "Empty"),
             (

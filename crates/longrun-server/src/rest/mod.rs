@@ -17,13 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
 
-use crate::{Caller, Error, RequestId, Service};
-use longrun_proto::google::longrunning::{
-    ListOperationsRequest, ListOperationsResponse, WaitOperationRequest,
-};
+use crate::{Caller, Error, RequestId, Service, claim_response};
+use longrun_proto::google::longrunning::{ListOperationsRequest, ListOperationsResponse, WaitOperationRequest};
 use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
 use longrun_proto::longrun::v1::{
-    CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
+    ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
 };
 use longrun_proto::{TYPE_URL_PREFIX, to_wire, type_untyped};
 use longrun_types::{Code, Operation};
@@ -53,11 +51,7 @@ async fn readyz(State(service): State<Shared>) -> Response {
 
 async fn metrics(State(service): State<Shared>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    (
-        [(header::CONTENT_TYPE, content_type)],
-        service.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type)], service.render_metrics().await).into_response()
 }
 
 /// The one place a canonical code becomes an HTTP status.
@@ -66,9 +60,7 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -139,10 +131,7 @@ impl<'a> Call<'a> {
     fn parse(path: &'a str) -> Self {
         let last_slash = path.rfind('/').map_or(0, |i| i + 1);
         let (target, verb) = match path[last_slash..].find(':') {
-            Some(colon) => (
-                &path[..last_slash + colon],
-                Some(&path[last_slash + colon + 1..]),
-            ),
+            Some(colon) => (&path[..last_slash + colon], Some(&path[last_slash + colon + 1..])),
             None => (path, None),
         };
         let collection = target == "operations" || target.ends_with("/operations");
@@ -196,10 +185,7 @@ fn check_system_parameters(query: &HashMap<String, String>) -> Result<(), Error>
             format!("alt={alt} is not supported; this API serves alt=json"),
         ));
     }
-    if let Some(version) = query
-        .get("$.xgafv")
-        .filter(|v| !matches!(v.as_str(), "1" | "2"))
-    {
+    if let Some(version) = query.get("$.xgafv").filter(|v| !matches!(v.as_str(), "1" | "2")) {
         return Err(Error::invalid(
             "UNSUPPORTED_XGAFV",
             format!("$.xgafv={version} is not supported; use 1 or 2"),
@@ -234,12 +220,8 @@ async fn route(
                     })?,
                 },
                 page_token: param(query, "pageToken", "page_token").unwrap_or_default(),
-                return_partial_success: param(
-                    query,
-                    "returnPartialSuccess",
-                    "return_partial_success",
-                )
-                .is_some_and(|flag| flag == "true"),
+                return_partial_success: param(query, "returnPartialSuccess", "return_partial_success")
+                    .is_some_and(|flag| flag == "true"),
             };
             let page = service.list(caller, request).await?;
             let response = ListOperationsResponse {
@@ -264,34 +246,24 @@ async fn route(
         ("POST", Some("wait"), false) => {
             let mut json = json_body(body)?;
             if let (Some(timeout), Value::Object(map)) = (query.get("timeout"), &mut json) {
-                map.entry("timeout")
-                    .or_insert_with(|| Value::String(timeout.clone()));
+                map.entry("timeout").or_insert_with(|| Value::String(timeout.clone()));
             }
-            let request: WaitOperationRequest = decode(
-                service,
-                "google.longrunning.WaitOperationRequest",
-                json,
-                call.target,
-            )?;
+            let request: WaitOperationRequest =
+                decode(service, "google.longrunning.WaitOperationRequest", json, call.target)?;
             render(&service.wait(caller, call.target, request.timeout).await?)
         }
         ("POST", None, true) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["input", "metadata"]);
             set_resource(&mut json, "parent", call.parent())?;
-            let request: CreateOperationRequest =
-                registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
+            let request: CreateOperationRequest = registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
             render(&service.create(caller, request).await?)
         }
         ("POST", Some("update"), false) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["metadata"]);
-            let request: UpdateOperationRequest = decode(
-                service,
-                "longrun.v1.UpdateOperationRequest",
-                json,
-                call.target,
-            )?;
+            let request: UpdateOperationRequest =
+                decode(service, "longrun.v1.UpdateOperationRequest", json, call.target)?;
             let response = service.update(caller, request).await?;
             registry
                 .to_json("longrun.v1.UpdateOperationResponse", &response)
@@ -303,19 +275,23 @@ async fn route(
             if let Some(Value::Array(details)) = json.pointer_mut("/error/details") {
                 details.iter_mut().for_each(type_untyped);
             }
-            let request: CompleteOperationRequest = decode(
-                service,
-                "longrun.v1.CompleteOperationRequest",
-                json,
-                call.target,
-            )?;
+            let request: CompleteOperationRequest =
+                decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
             render(&service.complete(caller, request).await?)
         }
-        ("POST", Some("claim"), true) => Err(Error::new(
-            Code::Unimplemented,
-            "NOT_IMPLEMENTED",
-            "claiming queued operations is not available in this version of longrun",
-        )),
+        ("POST", Some("claim"), true) => {
+            let json = json_body(body)?;
+            let mut request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &{
+                let mut json = json;
+                set_resource(&mut json, "parent", call.parent())?;
+                json
+            })?;
+            request.parent = call.parent().to_owned();
+            let response = claim_response(service.claim(caller, request).await?);
+            registry
+                .to_json("longrun.v1.ClaimOperationResponse", &response)
+                .map_err(|err| Error::internal(format!("cannot serve a claimed operation: {err}")))
+        }
         _ => Err(Error::new(
             Code::NotFound,
             "UNKNOWN_METHOD",
@@ -330,10 +306,7 @@ async fn route(
 
 /// A query parameter by its JSON (camelCase) or proto (snake_case) name.
 fn param(query: &HashMap<String, String>, json_name: &str, proto_name: &str) -> Option<String> {
-    query
-        .get(json_name)
-        .or_else(|| query.get(proto_name))
-        .cloned()
+    query.get(json_name).or_else(|| query.get(proto_name)).cloned()
 }
 
 /// The request body as JSON; an empty body is `{}`.
@@ -341,17 +314,10 @@ fn json_body(body: &Bytes) -> Result<Value, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        Error::invalid(
-            "INVALID_JSON",
-            format!("the request body is not valid JSON: {err}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| Error::invalid("INVALID_JSON", format!("the request body is not valid JSON: {err}")))?;
     if !value.is_object() {
-        return Err(Error::invalid(
-            "INVALID_JSON",
-            "the request body must be a JSON object",
-        ));
+        return Err(Error::invalid("INVALID_JSON", "the request body must be a JSON object"));
     }
     Ok(value)
 }

@@ -8,6 +8,7 @@
 //! pool of separate connections, which WAL lets run beside the writer.
 
 mod schema;
+mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,10 +20,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::filter_sql::{Param, SqlBuilder};
 use crate::{
-    Change, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, Result, Store,
-    Update,
+    Change, ClaimRequest, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, QueueStats, Result,
+    Store, SweepEvent, SweepPolicy, Update,
 };
-use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Payload, State, Status};
+use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Parent, Payload, State, Status};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -62,10 +63,8 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let mut conn = Connection::open(&path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         schema::migrate(&mut conn)?;
         let key = schema::page_token_key(&conn)?;
@@ -87,17 +86,19 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T: Send + 'static>(
+    /// Runs `work` on the writer thread; answers after the batch commits and
+    /// then announces the changes `work` reported.
+    async fn write<T: Send + 'static, C: IntoIterator<Item = Change> + Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<(T, Option<Change>)> + Send + 'static,
+        work: impl FnOnce(&Connection) -> Result<(T, C)> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let changes = self.changes.clone();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, work);
             Box::new(move |committed: Result<()>| {
-                let result = committed.and(result).map(|(value, change)| {
-                    if let Some(change) = change {
+                let result = committed.and(result).map(|(value, announced)| {
+                    for change in announced {
                         // No receivers is fine: nobody is waiting.
                         let _ = changes.send(change);
                     }
@@ -112,10 +113,7 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(&self, work: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = readers.take()?;
@@ -130,12 +128,7 @@ impl SqliteStore {
 
 impl Readers {
     fn take(&self) -> Result<Connection> {
-        if let Some(conn) = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .pop()
-        {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).pop() {
             return Ok(conn);
         }
         let conn = Connection::open(&self.path).map_err(db)?;
@@ -145,10 +138,7 @@ impl Readers {
     }
 
     fn give(&self, conn: Connection) {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
@@ -201,6 +191,14 @@ pub(crate) fn db(err: rusqlite::Error) -> Error {
     Error::Unavailable(err.to_string())
 }
 
+/// The lease fence in every worker statement: external operations have no
+/// lease; claimed ones need the current, unexpired token (`?2`, now `?3`).
+const LEASE_HELD: &str = "(queue IS NULL OR (lease_token = ?2 AND lease_expire_time > ?3))";
+
+fn micros_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 fn micros(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
         Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
@@ -245,9 +243,7 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
         (None, Some(bytes)) => match longrun_proto::decode_status(&bytes) {
             Ok(status) => Some(Outcome::Error(status)),
             Err(err) => {
-                return Ok(corrupt(format!(
-                    "{name}: stored error does not decode: {err}"
-                )));
+                return Ok(corrupt(format!("{name}: stored error does not decode: {err}")));
             }
         },
         (None, None) => None,
@@ -295,13 +291,8 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
 
 fn find(conn: &Connection, name: &str) -> Result<Option<Operation>> {
     let sql = format!("SELECT {COLUMNS} FROM operations WHERE name = ?1");
-    let found = conn
-        .query_row(&sql, [name], listed_from_row)
-        .optional()
-        .map_err(db)?;
-    found
-        .transpose()
-        .map(|listed| listed.map(|listed| listed.operation))
+    let found = conn.query_row(&sql, [name], listed_from_row).optional().map_err(db)?;
+    found.transpose().map(|listed| listed.map(|listed| listed.operation))
 }
 
 fn fetch(conn: &Connection, name: &str) -> Result<Operation> {
@@ -324,9 +315,9 @@ fn refusal(conn: &Connection, name: &str, lease_token: Option<&str>) -> Error {
                     "operation {name:?} is claimed through queue {:?}; pass the lease token from Claim",
                     op.queue.unwrap_or_default()
                 ),
-                (Some(_), _) => format!(
-                    "the lease token is not the current lease of {name:?}; it expired or was taken over"
-                ),
+                (Some(_), _) => {
+                    format!("the lease token is not the current lease of {name:?}; it expired or was taken over")
+                }
             },
         },
     }
@@ -353,8 +344,9 @@ fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     let deadline = new.timeout.map(|timeout| micros(new.now + timeout));
     let result = conn.execute(
         "INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
-             verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline) \
-         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?14, ?15)",
+             verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline, \
+             available_time) \
+         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?14, ?15, ?14)",
         rusqlite::params![
             name,
             new.name.parent().as_str(),
@@ -375,9 +367,7 @@ fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     );
     match result {
         Ok(_) => fetch(conn, &name),
-        Err(rusqlite::Error::SqliteFailure(err, _))
-            if err.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::ConstraintViolation => {
             Err(Error::AlreadyExists(name))
         }
         Err(err) => Err(db(err)),
@@ -390,15 +380,9 @@ impl Store for SqliteStore {
     async fn create(&self, new: NewOperation) -> Result<Created> {
         self.write(move |conn| {
             if let Some(request_id) = &new.request_id {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2"
-                );
+                let sql = format!("SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2");
                 let existing = conn
-                    .query_row(
-                        &sql,
-                        [new.name.parent().as_str(), request_id],
-                        listed_from_row,
-                    )
+                    .query_row(&sql, [new.name.parent().as_str(), request_id], listed_from_row)
                     .optional()
                     .map_err(db)?;
                 if let Some(listed) = existing {
@@ -416,6 +400,7 @@ impl Store for SqliteStore {
                 name: operation.name.to_string(),
                 done: false,
                 deleted: false,
+                queued: operation.queue.clone(),
             };
             Ok((
                 Created {
@@ -448,7 +433,9 @@ impl Store for SqliteStore {
             ));
             // Ids never contain '/', so with the same number of slashes each
             // '*' matches exactly one id.
-            sql.push(format!("parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"));
+            sql.push(format!(
+                "parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"
+            ));
         } else {
             let placeholder = sql.bind(Param::Text(parent.to_owned()));
             sql.push(format!("parent = {placeholder}"));
@@ -506,6 +493,7 @@ impl Store for SqliteStore {
                 name: name.clone(),
                 done: operation.done(),
                 deleted: false,
+                queued: None,
             });
             Ok((operation, change))
         })
@@ -528,6 +516,7 @@ impl Store for SqliteStore {
                     name,
                     done: false,
                     deleted: true,
+                    queued: None,
                 }),
             ))
         })
@@ -535,18 +524,20 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(op.name = %name))]
-    async fn update(
-        &self,
-        name: &OperationName,
-        update: Update,
-        now: SystemTime,
-    ) -> Result<Operation> {
+    async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| {
-            let mut sets = vec!["update_time = ?3".to_owned()];
+            // A heartbeat extends the lease by the duration it was taken for.
+            let mut sets = vec![
+                "update_time = ?3".to_owned(),
+                "lease_expire_time = CASE WHEN lease_token IS NULL THEN NULL ELSE ?3 + lease_duration END".to_owned(),
+            ];
             let mut params: Vec<rusqlite::types::Value> = vec![
                 name.clone().into(),
-                update.lease_token.clone().map_or(rusqlite::types::Value::Null, Into::into),
+                update
+                    .lease_token
+                    .clone()
+                    .map_or(rusqlite::types::Value::Null, Into::into),
                 micros(now).into(),
             ];
             let mut set = |column: &str, value: rusqlite::types::Value| {
@@ -564,46 +555,83 @@ impl Store for SqliteStore {
                 set("status_detail", detail.clone().into());
             }
             let sql = format!(
-                "UPDATE operations SET {} WHERE name = ?1 AND done = 0 AND (queue IS NULL OR lease_token = ?2)",
+                "UPDATE operations SET {} WHERE name = ?1 AND done = 0 AND {LEASE_HELD}",
                 sets.join(", ")
             );
             if conn.execute(&sql, params_from_iter(params)).map_err(db)? == 0 {
                 return Err(refusal(conn, &name, update.lease_token.as_deref()));
             }
             let operation = fetch(conn, &name)?;
-            Ok((operation, Some(Change { name, done: false, deleted: false })))
+            Ok((
+                operation,
+                Some(Change {
+                    name,
+                    done: false,
+                    deleted: false,
+                    queued: None,
+                }),
+            ))
         })
         .await
     }
 
     #[tracing::instrument(skip_all, fields(op.name = %name))]
-    async fn complete(
-        &self,
-        name: &OperationName,
-        completion: Completion,
-        now: SystemTime,
-    ) -> Result<Operation> {
+    async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| {
+            let now = micros(now);
+            if let (Some(backoff), Outcome::Error(status)) = (&completion.retry, &completion.outcome)
+                && let Some(current) = find(conn, &name)?
+                && current.queue.is_some()
+                && current.attempt < current.max_attempts
+                && !current.cancel_requested
+            {
+                let available = now.saturating_add(micros_of(backoff.delay(current.attempt)));
+                let requeued = conn
+                    .execute(
+                        "UPDATE operations SET state = ?3, attempt = attempt + 1, available_time = ?4, update_time = ?5, \
+                             status_detail = ?6, lease_token = NULL, lease_worker = NULL, lease_expire_time = NULL \
+                         WHERE name = ?1 AND state = ?7 AND lease_token = ?2 AND lease_expire_time > ?5",
+                        rusqlite::params![
+                            name,
+                            completion.lease_token,
+                            State::Queued.as_i32(),
+                            available,
+                            now,
+                            format!("retrying after: {}", status.message),
+                            State::Running.as_i32(),
+                        ],
+                    )
+                    .map_err(db)?;
+                if requeued == 0 {
+                    return Err(refusal(conn, &name, completion.lease_token.as_deref()));
+                }
+                let operation = fetch(conn, &name)?;
+                let change = Change { name, done: false, deleted: false, queued: operation.queue.clone() };
+                return Ok((operation, Some(change)));
+            }
             let state = State::for_outcome(&completion.outcome);
             let (response_type, response, error_code, error) = match &completion.outcome {
                 Outcome::Response(payload) => (Some(payload.type_url.clone()), Some(payload.value.to_vec()), None, None),
                 Outcome::Error(status) => (None, None, Some(status.code), Some(longrun_proto::encode_status(status))),
             };
+            let sql = format!(
+                "UPDATE operations SET state = ?4, done = 1, response_type = ?5, response = ?6, error_code = ?7, \
+                     error = ?8, end_time = ?3, update_time = ?3, lease_token = NULL, lease_expire_time = NULL \
+                 WHERE name = ?1 AND state = ?9 AND {LEASE_HELD}"
+            );
             let changed = conn
                 .execute(
-                    "UPDATE operations SET state = ?3, done = 1, response_type = ?4, response = ?5, error_code = ?6, \
-                         error = ?7, end_time = ?8, update_time = ?8, lease_token = NULL, lease_expire_time = NULL \
-                     WHERE name = ?1 AND state = ?9 AND (queue IS NULL OR lease_token = ?2)",
+                    &sql,
                     rusqlite::params![
                         name,
                         completion.lease_token,
+                        now,
                         state.as_i32(),
                         response_type,
                         response,
                         error_code,
                         error,
-                        micros(now),
                         State::Running.as_i32(),
                     ],
                 )
@@ -612,9 +640,26 @@ impl Store for SqliteStore {
                 return Err(refusal(conn, &name, completion.lease_token.as_deref()));
             }
             let operation = fetch(conn, &name)?;
-            Ok((operation, Some(Change { name, done: true, deleted: false })))
+            Ok((operation, Some(Change { name, done: true, deleted: false, queued: None })))
         })
         .await
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %request.queue))]
+    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+        self.claim_next(request).await
+    }
+
+    async fn next_claimable(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>> {
+        self.next_claimable_time(parent, queue).await
+    }
+
+    async fn sweep(&self, now: SystemTime, policy: SweepPolicy) -> Result<Vec<SweepEvent>> {
+        self.sweep_now(now, policy).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        self.stats().await
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {

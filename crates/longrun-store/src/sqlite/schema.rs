@@ -7,7 +7,8 @@ use crate::{Error, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a
 /// shipped entry; append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     -- Insertion order: the keyset for newest-first listing.
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -58,7 +59,20 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Workers: when a queued operation may be claimed (retry backoff), and how
+-- long each heartbeat extends a lease.
+ALTER TABLE operations ADD COLUMN available_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE operations ADD COLUMN lease_duration INTEGER;
+UPDATE operations SET available_time = create_time;
+CREATE INDEX operations_claimable ON operations (queue, available_time, seq) WHERE state = 1;
+CREATE INDEX operations_by_lease_expiry ON operations (lease_expire_time) WHERE state = 2 AND lease_token IS NOT NULL;
+CREATE INDEX operations_by_deadline ON operations (deadline) WHERE done = 0 AND deadline IS NOT NULL;
+CREATE INDEX operations_by_cancel_time ON operations (cancel_time) WHERE state = 2 AND cancel_requested = 1;
+CREATE INDEX operations_by_end_time ON operations (end_time) WHERE done = 1;
+"#,
+];
 
 /// Brings the database to the latest schema version.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
@@ -74,8 +88,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction().map_err(super::db)?;
         tx.execute_batch(sql).map_err(super::db)?;
-        tx.pragma_update(None, "user_version", index + 1)
-            .map_err(super::db)?;
+        tx.pragma_update(None, "user_version", index + 1).map_err(super::db)?;
         tx.commit().map_err(super::db)?;
         tracing::info!(version = index + 1, "migrated the SQLite schema");
     }
@@ -85,11 +98,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 /// The page-token signing key, created at random on first use.
 pub(crate) fn page_token_key(conn: &Connection) -> Result<[u8; 32]> {
     let stored: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = 'page_token_key'",
-            [],
-            |row| row.get(0),
-        )
+        .query_row("SELECT value FROM settings WHERE key = 'page_token_key'", [], |row| {
+            row.get(0)
+        })
         .optional()
         .map_err(super::db)?;
     if let Some(key) = stored {

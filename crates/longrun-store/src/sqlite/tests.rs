@@ -34,11 +34,7 @@ async fn acknowledged_writes_survive_reopening() {
     };
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.get(&name).await.unwrap().state, State::Queued);
-    assert_eq!(
-        reopened.page_token_key(),
-        key,
-        "page tokens stay valid across restarts"
-    );
+    assert_eq!(reopened.page_token_key(), key, "page tokens stay valid across restarts");
 }
 
 #[tokio::test]
