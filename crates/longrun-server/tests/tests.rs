@@ -2,60 +2,15 @@
 //! driven over REST (reqwest) and gRPC (tonic).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-use longrun_proto::google::longrunning::operations_client::OperationsClient;
 use longrun_proto::google::longrunning::{GetOperationRequest, WaitOperationRequest, operation};
-use longrun_store::SqliteStore;
+use support::TestServer;
 
-struct TestServer {
-    endpoint: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("longrun.db")).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let mut config = longrun_server::Config::new(store);
-        config.max_wait = Duration::from_secs(30);
-        let task = tokio::spawn(longrun_server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            endpoint,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}/v1/{path}", self.endpoint))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    async fn grpc(&self) -> OperationsClient<tonic::transport::Channel> {
-        OperationsClient::connect(self.endpoint.clone()).await.unwrap()
-    }
-}
+mod support;
+mod workers;
 
 #[tokio::test]
 async fn wait_returns_within_milliseconds_of_completion() {

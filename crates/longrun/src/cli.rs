@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// Longest a Wait call may block.
     #[arg(long, env = "LONGRUN_MAX_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+    /// After a cancel, how long a running operation's worker has to stop
+    /// before the server ends it as CANCELLED and fences the worker off.
+    #[arg(long, env = "LONGRUN_CANCEL_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub cancel_grace: Duration,
+    /// Done operations older than this are deleted in the background.
+    #[arg(long, env = "LONGRUN_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
     /// Serve on a non-loopback address without authentication.
     #[arg(long, env = "LONGRUN_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,

@@ -37,6 +37,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = longrun_server::Config::new(store);
     config.registry = registry;
     config.max_wait = args.max_wait;
+    config.cancel_grace = args.cancel_grace;
+    config.retention = args.retention;
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown_signal().await;

@@ -100,3 +100,48 @@ fn acknowledged_operations_survive_kill_9() {
     assert_eq!(status, 200);
     assert_eq!(page["operations"].as_array().unwrap().len(), 20);
 }
+
+#[test]
+fn leases_resume_after_kill_9() {
+    let server = Server::start(&[]);
+    let parent = "/v1/projects/k9/operations";
+    call(
+        &server.endpoint,
+        "POST",
+        parent,
+        Some(&json!({"operationId": "held", "queue": "q"})),
+    );
+    let (status, claimed) = call(
+        &server.endpoint,
+        "POST",
+        &format!("{parent}:claim"),
+        Some(&json!({"queue": "q", "leaseDuration": "1s"})),
+    );
+    assert_eq!(status, 200, "{claimed}");
+    let dir = server.kill();
+    let server = Server::start_in(dir, &[]);
+    // The lease survived the crash; once it lapses the operation is re-queued
+    // for a new worker, and the old worker is fenced off.
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    let (_, op) = call(&server.endpoint, "GET", &format!("{parent}/held"), None);
+    assert_eq!(
+        (op["metadata"]["state"].as_str(), op["metadata"]["attempt"].as_i64()),
+        (Some("QUEUED"), Some(2)),
+        "{op}"
+    );
+    let (_, reclaimed) = call(
+        &server.endpoint,
+        "POST",
+        &format!("{parent}:claim"),
+        Some(&json!({"queue": "q"})),
+    );
+    assert_eq!(reclaimed["attempt"], 2);
+    let stale = json!({"leaseToken": claimed["leaseToken"], "response": {}});
+    let (status, _) = call(
+        &server.endpoint,
+        "POST",
+        &format!("{parent}/held:complete"),
+        Some(&stale),
+    );
+    assert_eq!(status, 409);
+}
