@@ -303,7 +303,7 @@ impl Client {
 
     /// Blocks on the server until the operation is done or `timeout` passes.
     pub async fn wait(&self, name: &str, timeout: Duration) -> Result<Operation, Error> {
-        let body = serde_json::json!({ "timeout": format!("{}s", timeout.as_secs_f64()) });
+        let body = serde_json::json!({ "timeout": duration_json(timeout) });
         self.call(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body))
             .await
     }
@@ -319,40 +319,101 @@ impl Client {
         self.call(reqwest::Method::POST, &path, &[], Some(&body)).await
     }
 
-    /// Reports progress on an external operation; returns whether
-    /// cancellation was requested.
-    pub async fn update(
-        &self,
-        name: &str,
-        progress_percent: Option<i32>,
-        status_detail: Option<&str>,
-    ) -> Result<bool, Error> {
-        let mut body = serde_json::Map::new();
-        if let Some(percent) = progress_percent {
-            body.insert("progressPercent".into(), percent.into());
-        }
-        if let Some(detail) = status_detail {
-            body.insert("statusDetail".into(), detail.into());
-        }
-        let answer: Value = self
-            .call(
-                reqwest::Method::POST,
-                &format!("{name}:update"),
-                &[],
-                Some(&Value::Object(body)),
-            )
-            .await?;
-        Ok(answer.get("cancelRequested").and_then(Value::as_bool).unwrap_or(false))
+    /// Reports progress; for a worker also the heartbeat that extends its
+    /// lease. The answer says whether cancellation was requested.
+    pub async fn update(&self, name: &str, request: &UpdateRequest) -> Result<UpdateResponse, Error> {
+        let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
+        self.call(reqwest::Method::POST, &format!("{name}:update"), &[], Some(&body))
+            .await
     }
 
-    /// Finishes an external operation with a response (JSON; untyped
-    /// objects become `google.protobuf.Struct`) or an error.
-    pub async fn complete(&self, name: &str, result: Result<Value, Status>) -> Result<Operation, Error> {
-        let body = match result {
-            Ok(response) => serde_json::json!({ "response": response }),
-            Err(status) => serde_json::json!({ "error": status }),
-        };
+    /// Finishes an operation with a response or an error.
+    pub async fn complete(&self, name: &str, request: &CompleteRequest) -> Result<Operation, Error> {
+        let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
         self.call(reqwest::Method::POST, &format!("{name}:complete"), &[], Some(&body))
             .await
     }
+
+    /// Leases the next queued operation of `queue` under `parent`, waiting up
+    /// to `wait` for one to arrive. `None` when none did.
+    pub async fn claim(&self, parent: &str, request: &ClaimRequest) -> Result<Option<Claim>, Error> {
+        let path = if parent.is_empty() {
+            "operations:claim".to_owned()
+        } else {
+            format!("{parent}/operations:claim")
+        };
+        let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
+        let claim: Claim = self.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+        Ok((!claim.lease_token.is_empty()).then_some(claim))
+    }
+}
+
+/// The body of an Update call.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_percent: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// What an Update answers.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UpdateResponse {
+    /// Stop and complete with code 1 (CANCELLED).
+    pub cancel_requested: bool,
+    pub lease_expire_time: Option<String>,
+}
+
+/// The body of a Complete call: exactly one of `response` and `error`.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    /// JSON; objects without `@type` become `google.protobuf.Struct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Status>,
+    /// The error is transient: re-queue while attempts remain.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
+}
+
+/// The body of a Claim call.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequest {
+    pub queue: String,
+    pub worker: String,
+    /// A proto3 JSON duration, e.g. `"30s"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<String>,
+}
+
+/// A leased operation.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Claim {
+    pub operation: Operation,
+    /// The input as JSON with its `@type`.
+    pub input: Option<Value>,
+    /// Pass it to every Update and Complete; it fences off stale workers.
+    pub lease_token: String,
+    pub attempt: i32,
+    pub lease_expire_time: Option<String>,
+}
+
+/// A duration in proto3 JSON form.
+pub fn duration_json(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
 }

@@ -28,6 +28,41 @@ pub enum Command {
     /// Get, list, create, cancel, delete and wait for operations.
     #[command(alias = "ops")]
     Operations(OperationsArgs),
+    /// Claim operations from a queue and run COMMAND for each, with the
+    /// operation's input JSON on its stdin.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "LONGRUN_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    pub endpoint: String,
+    /// Bearer token for servers started with --tokens.
+    #[arg(long, env = "LONGRUN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The queue to claim from.
+    #[arg(long, env = "LONGRUN_QUEUE")]
+    pub queue: String,
+    /// Only operations under this parent (and below it); all by default.
+    #[arg(long, env = "LONGRUN_PARENT", default_value = "")]
+    pub parent: String,
+    /// Operations run at once.
+    #[arg(long, env = "LONGRUN_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// How long each lease lasts; heartbeats renew it every third of this.
+    #[arg(long, env = "LONGRUN_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// After SIGTERM to a cancelled command, how long before SIGKILL.
+    #[arg(long, env = "LONGRUN_KILL_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+    /// This worker's name in leases and logs (default: host and pid).
+    #[arg(long = "name", env = "LONGRUN_WORKER_NAME")]
+    pub name: Option<String>,
+    /// The command and its arguments, after `--`. It is run as given; nothing
+    /// from an operation's input is ever executed.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

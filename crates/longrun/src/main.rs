@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod operations;
 mod serve;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Operations(args) => operations::run(args).await,
+            Command::Worker(args) => worker::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     result.unwrap_or_else(|err| {

@@ -7,3 +7,4 @@ mod cli;
 mod interop;
 mod server;
 mod support;
+mod worker;
