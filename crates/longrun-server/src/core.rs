@@ -19,7 +19,9 @@ use longrun_proto::longrun::v1::{
     UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
-use longrun_store::{Backoff, ClaimRequest, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update};
+use longrun_store::{
+    Backoff, ClaimRequest, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update, claim_or_wait,
+};
 use longrun_types::filter::Filter;
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
 
@@ -389,49 +391,42 @@ impl Service {
                     if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
                         return Err(Error::invalid(
                             "INVALID_LEASE_DURATION",
-                            format!("lease_duration must be between {}s and {}s", MIN_LEASE.as_secs(), MAX_LEASE.as_secs()),
+                            format!(
+                                "lease_duration must be between {}s and {}s",
+                                MIN_LEASE.as_secs(),
+                                MAX_LEASE.as_secs()
+                            ),
                         ));
                     }
                     lease
                 }
             };
-            let wait = request.wait.map(|wait| self::duration("wait", wait)).transpose()?.unwrap_or_default().min(self.max_wait);
+            let wait = request
+                .wait
+                .map(|wait| self::duration("wait", wait))
+                .transpose()?
+                .unwrap_or_default()
+                .min(self.max_wait);
             let deadline = tokio::time::Instant::now() + wait;
-            // Subscribe before the first attempt so no arrival slips between.
-            let mut changes = self.store.changes();
-            loop {
-                let claim = ClaimRequest {
-                    parent: parent.clone(),
-                    queue: request.queue.clone(),
-                    worker: worker.clone(),
-                    lease_duration,
-                    now: self.clock.now(),
-                };
-                if let Some(operation) = self.store.claim(claim).await? {
-                    tracing::info!(op.name = %operation.name, queue = %request.queue, attempt = operation.attempt, "claimed");
-                    return Ok(Some(operation));
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                let wake = match self.store.next_claimable(&parent, &request.queue).await? {
-                    Some(at) => deadline.min(now + at.duration_since(self.clock.now()).unwrap_or_default()),
-                    None => deadline,
-                };
-                loop {
-                    tokio::select! {
-                        change = changes.recv() => match change {
-                            Ok(change) if change.queued.as_deref() == Some(request.queue.as_str()) => break,
-                            Ok(_) => {}
-                            Err(RecvError::Lagged(_)) => break,
-                            Err(RecvError::Closed) => return Err(Error::internal("store change feed closed")),
-                        },
-                        () = tokio::time::sleep_until(wake) => break,
-                        () = self.shutdown.cancelled() => return Ok(None),
-                    }
-                }
+            let request = |now| ClaimRequest {
+                parent: parent.clone(),
+                queue: request.queue.clone(),
+                worker: worker.clone(),
+                lease_duration,
+                now,
+            };
+            let claimed = claim_or_wait(
+                self.store.as_ref(),
+                request,
+                || self.clock.now(),
+                deadline,
+                self.shutdown.cancelled(),
+            )
+            .await?;
+            if let Some(operation) = &claimed {
+                tracing::info!(op.name = %operation.name, attempt = operation.attempt, "claimed");
             }
+            Ok(claimed)
         })
         .await
     }

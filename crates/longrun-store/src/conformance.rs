@@ -36,6 +36,7 @@ pub async fn run_tests(store: &dyn Store) {
     timeout_ends_with_deadline_exceeded(store).await;
     retention_purges_old_done_operations(store).await;
     queue_stats_count_queued_and_leased(store).await;
+    release_hands_back_without_using_an_attempt(store).await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -672,4 +673,23 @@ async fn changes_are_announced_after_commit(store: &dyn Store) {
         store.get(&name("changes", "a")).await.unwrap().done(),
         "visible once announced"
     );
+}
+
+async fn release_hands_back_without_using_an_attempt(store: &dyn Store) {
+    store.create(queued("release", "a", "q")).await.unwrap();
+    let op = store.claim(claim_request("release", "q", t0())).await.unwrap().unwrap();
+    let released = store
+        .release(&name("release", "a"), &token(&op).unwrap(), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        (released.state, released.attempt, released.lease.is_none()),
+        (State::Queued, 1, true)
+    );
+    assert!(matches!(
+        store.release(&name("release", "a"), &token(&op).unwrap(), t0()).await,
+        Err(Error::Aborted { .. })
+    ));
+    let again = store.claim(claim_request("release", "q", t0())).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 1);
 }

@@ -14,6 +14,7 @@
 //! - [`Store::changes`] announces each committed change, after the commit, so
 //!   a waiter that re-reads sees it.
 
+mod claim;
 #[cfg(any(test, feature = "conformance"))]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 pub mod conformance;
@@ -28,6 +29,7 @@ use tokio::sync::broadcast;
 use longrun_types::filter::Filter;
 use longrun_types::{Operation, OperationName, Outcome, Parent, Payload};
 
+pub use claim::claim_or_wait;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -216,6 +218,9 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn changes(&self) -> broadcast::Receiver<Change>;
     /// Leases the oldest claimable operation of `queue` under the parent.
     async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>>;
+    /// Hands a leased operation back to its queue without using up an
+    /// attempt: the worker is shutting down, not failing.
+    async fn release(&self, name: &OperationName, lease_token: &str, now: SystemTime) -> Result<Operation>;
     /// When the next queued operation of `queue` under `parent` becomes
     /// claimable (its retry backoff ends), if any is waiting.
     async fn next_claimable(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>>;

@@ -650,6 +650,37 @@ impl Store for SqliteStore {
         self.claim_next(request).await
     }
 
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn release(&self, name: &OperationName, lease_token: &str, now: SystemTime) -> Result<Operation> {
+        let (name, token) = (name.to_string(), lease_token.to_owned());
+        self.write(move |conn| {
+            let sql = format!(
+                "UPDATE operations SET state = ?4, available_time = ?3, update_time = ?3, lease_token = NULL, \
+                     lease_worker = NULL, lease_expire_time = NULL \
+                 WHERE name = ?1 AND state = ?5 AND {LEASE_HELD}"
+            );
+            let params = rusqlite::params![
+                name,
+                token,
+                micros(now),
+                State::Queued.as_i32(),
+                State::Running.as_i32()
+            ];
+            if conn.execute(&sql, params).map_err(db)? == 0 {
+                return Err(refusal(conn, &name, Some(&token)));
+            }
+            let operation = fetch(conn, &name)?;
+            let change = Change {
+                name,
+                done: false,
+                deleted: false,
+                queued: operation.queue.clone(),
+            };
+            Ok((operation, Some(change)))
+        })
+        .await
+    }
+
     async fn next_claimable(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>> {
         self.next_claimable_time(parent, queue).await
     }
