@@ -1,0 +1,300 @@
+//! Claim loops, job supervision and completion.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Job;
+use crate::{Context, Error, Handler};
+use longrun_store::{Backoff, ClaimRequest, Completion, Store, Update, claim_or_wait};
+use longrun_types::{Code, Operation, Outcome, Parent, Payload};
+
+/// How long one claim long-polls before asking again.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs typed handlers for queues. Build it with [`Runtime::new`] and
+/// [`Runtime::handle`], then [`Runtime::run`] it until shutdown.
+pub struct Runtime {
+    store: Arc<dyn Store>,
+    parent: Parent,
+    worker: String,
+    lease: Duration,
+    concurrency: usize,
+    retry: Backoff,
+    handlers: Vec<(String, Arc<dyn Erased>)>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queues: Vec<&str> = self.handlers.iter().map(|(queue, _)| queue.as_str()).collect();
+        f.debug_struct("Runtime")
+            .field("worker", &self.worker)
+            .field("queues", &queues)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Defaults: every parent, a 30 s lease, 4 operations at a time, retries
+    /// backing off from 1 s to 5 min.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            parent: Parent::root(),
+            worker: format!("longrun-runtime-{}", std::process::id()),
+            lease: Duration::from_secs(30),
+            concurrency: 4,
+            retry: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Runs `handler` for operations of `queue`.
+    pub fn handle<H: Handler>(mut self, queue: impl Into<String>, handler: H) -> Self {
+        self.handlers.push((queue.into(), Arc::new(Typed(handler))));
+        self
+    }
+
+    /// Only operations under this parent (and below it).
+    pub fn parent(mut self, parent: Parent) -> Self {
+        self.parent = parent;
+        self
+    }
+
+    /// The worker name recorded in leases.
+    pub fn worker(mut self, name: impl Into<String>) -> Self {
+        self.worker = name.into();
+        self
+    }
+
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Most operations run at once, across all queues.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit.max(1);
+        self
+    }
+
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.retry = backoff;
+        self
+    }
+
+    /// Claims and runs operations until `shutdown` resolves; then asks the
+    /// running handlers to stop, waits for them, and hands back what they
+    /// did not finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let shared = Arc::new(Shared {
+            store: self.store,
+            parent: self.parent,
+            worker: self.worker,
+            lease: self.lease,
+            retry: self.retry,
+        });
+        let mut loops = JoinSet::new();
+        for (queue, handler) in self.handlers {
+            loops.spawn(claim_loop(
+                shared.clone(),
+                queue,
+                handler,
+                permits.clone(),
+                stop.clone(),
+            ));
+        }
+        shutdown.await;
+        tracing::info!("runtime stopping: handing back unfinished operations");
+        stop.cancel();
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    parent: Parent,
+    worker: String,
+    lease: Duration,
+    retry: Backoff,
+}
+
+async fn claim_loop(
+    shared: Arc<Shared>,
+    queue: String,
+    handler: Arc<dyn Erased>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
+    let mut jobs = JoinSet::new();
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit { Ok(permit) => permit, Err(_) => break },
+            () = stop.cancelled() => break,
+        };
+        let request = |now| ClaimRequest {
+            parent: shared.parent.clone(),
+            queue: queue.clone(),
+            worker: shared.worker.clone(),
+            lease_duration: shared.lease,
+            now,
+        };
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        match claim_or_wait(
+            shared.store.as_ref(),
+            request,
+            SystemTime::now,
+            deadline,
+            stop.cancelled(),
+        )
+        .await
+        {
+            Ok(Some(operation)) => {
+                jobs.spawn(run_job(
+                    shared.clone(),
+                    handler.clone(),
+                    operation,
+                    stop.clone(),
+                    permit,
+                ));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%queue, error = %err, "claim failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+    while jobs.join_next().await.is_some() {}
+}
+
+async fn run_job(
+    shared: Arc<Shared>,
+    handler: Arc<dyn Erased>,
+    operation: Operation,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Some(lease) = operation.lease.clone() else { return };
+    let job = Arc::new(Job {
+        store: shared.store.clone(),
+        name: operation.name.clone(),
+        lease_token: lease.token,
+        attempt: operation.attempt,
+        stop: shutdown.child_token(),
+        cancel_requested: operation.cancel_requested.into(),
+        lost: false.into(),
+    });
+    let span = tracing::info_span!("job", op.name = %job.name, attempt = job.attempt);
+    let finished = CancellationToken::new();
+    let heartbeats = tokio::spawn(heartbeat(job.clone(), shared.lease / 3, finished.clone()));
+    let result = {
+        let _entered = span.enter();
+        tracing::info!("running");
+        handler.run(job.clone(), operation.input).await
+    };
+    finished.cancel();
+    let _ = heartbeats.await;
+    if job.lost.load(Ordering::SeqCst) {
+        return;
+    }
+    let shutting_down = shutdown.is_cancelled() && !job.cancel_requested.load(Ordering::SeqCst);
+    let outcome = match result {
+        Err(_) if shutting_down => {
+            if let Err(err) = shared
+                .store
+                .release(&job.name, &job.lease_token, SystemTime::now())
+                .await
+            {
+                tracing::warn!(op.name = %job.name, error = %err, "cannot hand the operation back");
+            }
+            return;
+        }
+        Err(Error::Lost(_)) => return,
+        Ok(payload) => (Outcome::Response(payload), None),
+        Err(Error::Retryable(status)) => (Outcome::Error(status), Some(shared.retry)),
+        Err(Error::Fatal(status)) => (Outcome::Error(status), None),
+    };
+    let completion = Completion {
+        lease_token: Some(job.lease_token.clone()),
+        outcome: outcome.0,
+        retry: outcome.1,
+    };
+    match shared.store.complete(&job.name, completion, SystemTime::now()).await {
+        Ok(operation) => tracing::info!(op.name = %job.name, state = %operation.state, "finished"),
+        Err(err) => tracing::warn!(op.name = %job.name, error = %err, "cannot report the outcome"),
+    }
+}
+
+/// Keeps the lease alive until the handler returns: every `every`, and at
+/// once when the operation changes (so a cancel arrives without delay).
+async fn heartbeat(job: Arc<Job>, every: Duration, finished: CancellationToken) {
+    let mut changes = job.store.changes();
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
+    ticks.tick().await;
+    let key = job.name.to_string();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            change = changes.recv() => match change {
+                Ok(change) if change.name == key => {}
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            () = finished.cancelled() => return,
+        }
+        if let Err(Error::Lost(_)) = job.report(Update::default()).await {
+            return;
+        }
+    }
+}
+
+/// A handler with its types erased, so handlers of different types share a
+/// runtime.
+#[async_trait::async_trait]
+trait Erased: Send + Sync {
+    async fn run(&self, job: Arc<Job>, input: Option<Payload>) -> Result<Payload, Error>;
+}
+
+struct Typed<H>(H);
+
+#[async_trait::async_trait]
+impl<H: Handler> Erased for Typed<H> {
+    async fn run(&self, job: Arc<Job>, input: Option<Payload>) -> Result<Payload, Error> {
+        use prost::{Message as _, Name as _};
+        let input = match input {
+            None => H::Input::default(),
+            Some(payload) if payload.type_name() == H::Input::full_name() => H::Input::decode(payload.value)
+                .map_err(|err| Error::fatal(Code::InvalidArgument, format!("the input does not decode: {err}")))?,
+            Some(payload) => {
+                return Err(Error::fatal(
+                    Code::InvalidArgument,
+                    format!(
+                        "the input is a {}, but this queue's handler takes {}",
+                        payload.type_name(),
+                        H::Input::full_name()
+                    ),
+                ));
+            }
+        };
+        let output = self.0.run(Context::new(job), input).await?;
+        Ok(Payload {
+            type_url: crate::type_url::<H::Output>(),
+            value: output.encode_to_vec().into(),
+        })
+    }
+}
