@@ -115,10 +115,24 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, config, axum::Router::new(), shutdown).await
+}
+
+/// Like [`run`], also serving an embedding service's own `routes` (its API
+/// methods that start operations) on the same address, behind the same
+/// request ids and logs. Its paths must not collide with longrun's
+/// (`/v1/{…}/operations…`, `/healthz`, `/readyz`, `/metrics`, the gRPC services).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    routes: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let stopping = CancellationToken::new();
     let service = Arc::new(Service::new(&config, stopping.clone()));
     let sweeper = tokio::spawn(service.clone().sweep_until_shutdown());
-    let app = rest::router(service.clone())
+    let app = routes
+        .merge(rest::router(service.clone()))
         .merge(grpc::router(service.clone()))
         .layer(axum::middleware::from_fn(request_context));
     let address = listener.local_addr()?;
