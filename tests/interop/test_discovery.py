@@ -94,8 +94,9 @@ def test_top_level_operations(discovery):
     top = discovery.operations()
 
     assert top.get(name=name).execute()["name"] == name
-    # Top-level list is GET /v1/operations: the method has no `name` parameter.
-    listed = top.list(filter=f'name = "{name}"').execute()
+    # Top-level list is GET /v1/operations; as in Google's documents, `name`
+    # is the collection itself.
+    listed = top.list(name="operations", filter=f'name = "{name}"').execute()
     assert [op["name"] for op in listed.get("operations", [])] == [name]
 
     complete(name, response={"ok": True})

@@ -54,17 +54,8 @@ impl Fixture {
             value: input.encode_to_vec().into(),
         });
         let new = NewOperation {
-            name: name.clone(),
-            request_id: None,
-            queue: Some(queue.into()),
             input,
-            metadata: None,
-            verb: String::new(),
-            target: String::new(),
-            api_version: String::new(),
-            max_attempts: 3,
-            timeout: None,
-            now: SystemTime::now(),
+            ..NewOperation::queued(name.clone(), queue, SystemTime::now())
         };
         self.store.create(new).await.unwrap();
         name

@@ -361,17 +361,10 @@ fn name(case: &str, id: &str) -> OperationName {
 
 fn new_op(name: OperationName) -> NewOperation {
     NewOperation {
-        name,
-        request_id: None,
-        queue: None,
-        input: None,
-        metadata: None,
         verb: "create".into(),
         target: "projects/p/datasets/d".into(),
         api_version: "v1".into(),
-        max_attempts: 3,
-        timeout: None,
-        now: t0(),
+        ..NewOperation::new(name, t0())
     }
 }
 

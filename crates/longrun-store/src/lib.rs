@@ -72,6 +72,34 @@ pub struct NewOperation {
     pub now: SystemTime,
 }
 
+impl NewOperation {
+    /// An external operation named `name`, created at `now`, with nothing
+    /// else set and 3 attempts; set the public fields for the rest.
+    pub fn new(name: OperationName, now: SystemTime) -> Self {
+        Self {
+            name,
+            request_id: None,
+            queue: None,
+            input: None,
+            metadata: None,
+            verb: String::new(),
+            target: String::new(),
+            api_version: String::new(),
+            max_attempts: 3,
+            timeout: None,
+            now,
+        }
+    }
+
+    /// The same, waiting in `queue` for a worker.
+    pub fn queued(name: OperationName, queue: impl Into<String>, now: SystemTime) -> Self {
+        Self {
+            queue: Some(queue.into()),
+            ..Self::new(name, now)
+        }
+    }
+}
+
 /// What [`Store::create`] did.
 #[derive(Debug, Clone)]
 pub struct Created {

@@ -219,14 +219,7 @@ impl Job<'_> {
             tokio::select! {
                 line = async { match lines.as_mut() { Some(lines) => lines.next_line().await, None => std::future::pending().await } } => {
                     match line {
-                        Ok(Some(line)) => match parse_progress(&line) {
-                            Some((percent, detail)) => {
-                                let request = UpdateRequest { progress_percent: Some(percent), status_detail: detail, ..self.lease() };
-                                self.beat(request, child, &mut interrupt, &mut kill_at).await;
-                            }
-                            None if output.len() < STDOUT_LIMIT => { output.push_str(&line); output.push('\n'); }
-                            None => {}
-                        },
+                        Ok(Some(line)) => self.take_line(line, &mut output, child, &mut interrupt, &mut kill_at).await,
                         _ => lines = None,
                     }
                 }
@@ -247,10 +240,8 @@ impl Job<'_> {
         // pipe (closed now, so this ends) before judging its output.
         if let Some(lines) = lines.as_mut() {
             while let Ok(Some(line)) = lines.next_line().await {
-                if parse_progress(&line).is_none() && output.len() < STDOUT_LIMIT {
-                    output.push_str(&line);
-                    output.push('\n');
-                }
+                self.take_line(line, &mut output, child, &mut interrupt, &mut kill_at)
+                    .await;
             }
         }
         let stderr = stderr_task.await.unwrap_or_default();
@@ -262,6 +253,33 @@ impl Job<'_> {
                 output,
                 format!("{stderr}\nwaiting for the command failed: {err}"),
             ),
+        }
+    }
+
+    /// A line of the command's stdout: progress is reported at once, the
+    /// rest kept (up to a limit) for the response.
+    async fn take_line(
+        &self,
+        line: String,
+        output: &mut String,
+        child: &mut Child,
+        interrupt: &mut Option<Interrupt>,
+        kill_at: &mut Option<tokio::time::Instant>,
+    ) {
+        match parse_progress(&line) {
+            Some((percent, detail)) => {
+                let request = UpdateRequest {
+                    progress_percent: Some(percent),
+                    status_detail: detail,
+                    ..self.lease()
+                };
+                self.beat(request, child, interrupt, kill_at).await;
+            }
+            None if output.len() < STDOUT_LIMIT => {
+                output.push_str(&line);
+                output.push('\n');
+            }
+            None => {}
         }
     }
 

@@ -99,17 +99,13 @@ async fn import(
         rows_read: 0,
     };
     let new = NewOperation {
-        name,
         request_id: body.request_id,
-        queue: Some(crate::QUEUE.into()),
         input: Some(payload(&input)),
         metadata: Some(payload(&metadata)),
         verb: "import".into(),
         target: dataset,
         api_version: "v1".into(),
-        max_attempts: 3,
-        timeout: None,
-        now: SystemTime::now(),
+        ..NewOperation::queued(name, crate::QUEUE, SystemTime::now())
     };
     let created = match api.store.create(new).await {
         Ok(created) => created,

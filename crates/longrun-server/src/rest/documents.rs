@@ -56,10 +56,13 @@ fn discovery_methods(prefix: &str, name_pattern: &str, parent_pattern: &str) -> 
     let id = |method: &str| format!("longrun.{prefix}operations.{method}");
     let name = || name_param(name_pattern, "The operation's resource name.");
     let list = if parent_pattern.is_empty() {
+        // As in Google's own documents: `name` is the collection itself,
+        // so `operations().list(name="operations")` is GET /v1/operations.
         json!({
-            "id": id("list"), "path": "v1/operations", "flatPath": "v1/operations", "httpMethod": "GET",
+            "id": id("list"), "path": "v1/{+name}", "flatPath": "v1/operations", "httpMethod": "GET",
             "description": "Lists top-level operations, newest first.",
-            "parameters": list_parameters(None), "parameterOrder": [],
+            "parameters": list_parameters(Some(name_param("^operations$", "Always \"operations\"."))),
+            "parameterOrder": ["name"],
             "response": {"$ref": "ListOperationsResponse"},
         })
     } else {

@@ -15,19 +15,7 @@ async fn acknowledged_writes_survive_reopening() {
     let key = {
         let store = SqliteStore::open(&path).unwrap();
         store
-            .create(NewOperation {
-                name: name.clone(),
-                request_id: None,
-                queue: Some("q".into()),
-                input: None,
-                metadata: None,
-                verb: String::new(),
-                target: String::new(),
-                api_version: String::new(),
-                max_attempts: 3,
-                timeout: None,
-                now: SystemTime::now(),
-            })
+            .create(NewOperation::queued(name.clone(), "q", SystemTime::now()))
             .await
             .unwrap();
         store.page_token_key()
@@ -46,23 +34,7 @@ async fn concurrent_writers_share_commits() {
         .map(|i| {
             let store = store.clone();
             let name = OperationName::new(parent.clone(), &format!("op{i}")).unwrap();
-            tokio::spawn(async move {
-                store
-                    .create(NewOperation {
-                        name,
-                        request_id: None,
-                        queue: None,
-                        input: None,
-                        metadata: None,
-                        verb: String::new(),
-                        target: String::new(),
-                        api_version: String::new(),
-                        max_attempts: 1,
-                        timeout: None,
-                        now: SystemTime::now(),
-                    })
-                    .await
-            })
+            tokio::spawn(async move { store.create(NewOperation::new(name, SystemTime::now())).await })
         })
         .collect();
     for task in tasks {
