@@ -175,12 +175,12 @@ impl Service {
         self.observe(caller, "CancelOperation", async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Cancel, &name.to_string())?;
-            let before_done = self.store.get(&name).await?.done();
-            let operation = self.store.cancel(&name, self.clock.now()).await?;
-            if operation.done() && !before_done {
-                self.metrics.finished(operation.queue.as_deref(), operation.state);
+            let cancelled = self.store.cancel(&name, self.clock.now()).await?;
+            if cancelled.ended {
+                self.metrics
+                    .finished(cancelled.operation.queue.as_deref(), cancelled.operation.state);
             }
-            Ok(operation)
+            Ok(cancelled.operation)
         })
         .await
     }

@@ -236,7 +236,8 @@ async fn cancel_during_claim_leaves_nothing_to_claim(store: &dyn Store) {
         .cancel(&name("cancelclaim", "a"), t0() + Duration::from_secs(1))
         .await
         .unwrap();
-    assert_eq!(again.end_time, Some(t0()));
+    assert!(!again.ended);
+    assert_eq!(again.operation.end_time, Some(t0()));
 }
 
 async fn cancel_grace_forces_cancellation_and_fences_the_worker(store: &dyn Store) {
@@ -525,7 +526,9 @@ async fn cancel_while_queued_ends_with_code_1(store: &dyn Store) {
     queued.queue = Some("q".into());
     store.create(queued).await.unwrap();
     let later = t0() + Duration::from_secs(5);
-    let op = store.cancel(&name("cancelq", "a"), later).await.unwrap();
+    let cancelled = store.cancel(&name("cancelq", "a"), later).await.unwrap();
+    assert!(cancelled.ended);
+    let op = cancelled.operation;
     assert_eq!(op.state, State::Cancelled);
     assert!(op.done());
     assert!(op.cancel_requested);
@@ -538,7 +541,9 @@ async fn cancel_while_queued_ends_with_code_1(store: &dyn Store) {
 
 async fn cancel_running_requests_cancellation(store: &dyn Store) {
     store.create(new_op(name("cancelr", "a"))).await.unwrap();
-    let op = store.cancel(&name("cancelr", "a"), t0()).await.unwrap();
+    let cancelled = store.cancel(&name("cancelr", "a"), t0()).await.unwrap();
+    assert!(!cancelled.ended, "a running operation only learns of it");
+    let op = cancelled.operation;
     assert_eq!(op.state, State::Running);
     assert!(op.cancel_requested && !op.done());
     // Double cancel is harmless.
@@ -546,7 +551,7 @@ async fn cancel_running_requests_cancellation(store: &dyn Store) {
         .cancel(&name("cancelr", "a"), t0() + Duration::from_secs(1))
         .await
         .unwrap();
-    assert_eq!(again, op);
+    assert_eq!(again.operation, op);
     let seen = store
         .update(&name("cancelr", "a"), Update::default(), t0())
         .await
@@ -561,7 +566,7 @@ async fn cancel_done_changes_nothing(store: &dyn Store) {
         .cancel(&name("canceld", "a"), t0() + Duration::from_secs(9))
         .await
         .unwrap();
-    assert_eq!(after, done);
+    assert_eq!((after.operation, after.ended), (done, false));
     assert!(matches!(
         store.cancel(&name("canceld", "zz"), t0()).await,
         Err(Error::NotFound(_))

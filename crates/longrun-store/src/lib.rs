@@ -108,6 +108,15 @@ pub struct Created {
     pub existed: bool,
 }
 
+/// What [`Store::cancel`] did.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    pub operation: Operation,
+    /// This call ended the operation (it was queued), rather than only
+    /// asking its worker to stop or finding it done.
+    pub ended: bool,
+}
+
 /// A page of a listing, newest first.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -238,7 +247,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Up to `limit` operations after the cursor, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Listed>>;
     /// Queued → CANCELLED at once; running → `cancel_requested`; done → unchanged.
-    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation>;
+    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Cancelled>;
     async fn delete(&self, name: &OperationName) -> Result<()>;
     async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
@@ -154,7 +154,6 @@ async fn dispatch(
     State(service): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     method: Method,
-    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Bytes,
@@ -168,7 +167,7 @@ async fn dispatch(
         let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
         check_system_parameters(&query)?;
         let call = Call::parse(&path);
-        route(&service, &caller, &method, &call, &query, &headers, &body).await
+        route(&service, &caller, &method, &call, &query, &body).await
     }
     .await;
     match result {
@@ -200,7 +199,6 @@ async fn route(
     method: &Method,
     call: &Call<'_>,
     query: &HashMap<String, String>,
-    _headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Value, Error> {
     let registry = service.registry();

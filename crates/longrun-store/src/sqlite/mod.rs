@@ -20,8 +20,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::filter_sql::{Param, SqlBuilder};
 use crate::{
-    Change, ClaimRequest, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, QueueStats, Result,
-    Store, SweepEvent, SweepPolicy, Update,
+    Cancelled, Change, ClaimRequest, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, QueueStats,
+    Result, Store, SweepEvent, SweepPolicy, Update,
 };
 use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Parent, Payload, State, Status};
 
@@ -462,7 +462,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(op.name = %name))]
-    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Operation> {
+    async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Cancelled> {
         let name = name.to_string();
         let status = longrun_proto::encode_status(&Status::new(
             Code::Cancelled,
@@ -495,7 +495,13 @@ impl Store for SqliteStore {
                 deleted: false,
                 queued: None,
             });
-            Ok((operation, change))
+            Ok((
+                Cancelled {
+                    operation,
+                    ended: cancelled > 0,
+                },
+                change,
+            ))
         })
         .await
     }
