@@ -191,6 +191,9 @@ pub(crate) fn db(err: rusqlite::Error) -> Error {
     Error::Unavailable(err.to_string())
 }
 
+/// The error of an operation cancelled while it was queued.
+const CANCELLED_QUEUED: &str = "Operation was cancelled before it started.";
+
 /// The lease fence in every worker statement: external operations have no
 /// lease; claimed ones need the current, unexpired token (`?2`, now `?3`).
 const LEASE_HELD: &str = "(queue IS NULL OR (lease_token = ?2 AND lease_expire_time > ?3))";
@@ -464,18 +467,22 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(op.name = %name))]
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Cancelled> {
         let name = name.to_string();
-        let status = longrun_proto::encode_status(&Status::new(
-            Code::Cancelled,
-            "Operation was cancelled before it started.",
-        ));
+        let status = longrun_proto::encode_status(&Status::new(Code::Cancelled, CANCELLED_QUEUED));
         self.write(move |conn| {
             let now = micros(now);
             let cancelled = conn
                 .execute(
-                    "UPDATE operations SET state = ?2, done = 1, error_code = 1, error = ?3, cancel_requested = 1, \
-                         cancel_time = ?4, end_time = ?4, update_time = ?4 \
+                    "UPDATE operations SET state = ?2, done = 1, error_code = 1, error = ?3, error_message = ?6, \
+                         cancel_requested = 1, cancel_time = ?4, end_time = ?4, update_time = ?4 \
                      WHERE name = ?1 AND state = ?5",
-                    rusqlite::params![name, State::Cancelled.as_i32(), status, now, State::Queued.as_i32()],
+                    rusqlite::params![
+                        name,
+                        State::Cancelled.as_i32(),
+                        status,
+                        now,
+                        State::Queued.as_i32(),
+                        CANCELLED_QUEUED
+                    ],
                 )
                 .map_err(db)?;
             let requested = if cancelled == 0 {
@@ -617,13 +624,18 @@ impl Store for SqliteStore {
                 return Ok((operation, Some(change)));
             }
             let state = State::for_outcome(&completion.outcome);
-            let (response_type, response, error_code, error) = match &completion.outcome {
-                Outcome::Response(payload) => (Some(payload.type_url.clone()), Some(payload.value.to_vec()), None, None),
-                Outcome::Error(status) => (None, None, Some(status.code), Some(longrun_proto::encode_status(status))),
+            let (response_type, response, error_code, error, error_message) = match &completion.outcome {
+                Outcome::Response(payload) => {
+                    (Some(payload.type_url.clone()), Some(payload.value.to_vec()), None, None, None)
+                }
+                Outcome::Error(status) => {
+                    (None, None, Some(status.code), Some(longrun_proto::encode_status(status)), Some(status.message.clone()))
+                }
             };
             let sql = format!(
                 "UPDATE operations SET state = ?4, done = 1, response_type = ?5, response = ?6, error_code = ?7, \
-                     error = ?8, end_time = ?3, update_time = ?3, lease_token = NULL, lease_expire_time = NULL \
+                     error = ?8, error_message = ?10, end_time = ?3, update_time = ?3, lease_token = NULL, \
+                     lease_expire_time = NULL \
                  WHERE name = ?1 AND state = ?9 AND {LEASE_HELD}"
             );
             let changed = conn
@@ -639,6 +651,7 @@ impl Store for SqliteStore {
                         error_code,
                         error,
                         State::Running.as_i32(),
+                        error_message,
                     ],
                 )
                 .map_err(db)?;

@@ -72,6 +72,10 @@ CREATE INDEX operations_by_deadline ON operations (deadline) WHERE done = 0 AND 
 CREATE INDEX operations_by_cancel_time ON operations (cancel_time) WHERE state = 2 AND cancel_requested = 1;
 CREATE INDEX operations_by_end_time ON operations (end_time) WHERE done = 1;
 "#,
+    r#"
+-- Filters on error.message; filled from the stored status by `backfill`.
+ALTER TABLE operations ADD COLUMN error_message TEXT;
+"#,
 ];
 
 /// Brings the database to the latest schema version.
@@ -88,9 +92,36 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction().map_err(super::db)?;
         tx.execute_batch(sql).map_err(super::db)?;
+        backfill(&tx, index + 1)?;
         tx.pragma_update(None, "user_version", index + 1).map_err(super::db)?;
         tx.commit().map_err(super::db)?;
         tracing::info!(version = index + 1, "migrated the SQLite schema");
+    }
+    Ok(())
+}
+
+/// Data migrations that SQL alone cannot do, run inside the migration's
+/// transaction.
+fn backfill(conn: &Connection, version: usize) -> Result<()> {
+    if version != 3 {
+        return Ok(());
+    }
+    let mut select = conn
+        .prepare("SELECT seq, error FROM operations WHERE error IS NOT NULL")
+        .map_err(super::db)?;
+    let rows: Vec<(i64, Vec<u8>)> = select
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(super::db)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(super::db)?;
+    for (seq, error) in rows {
+        let status = longrun_proto::decode_status(&error)
+            .map_err(|err| Error::Corrupt(format!("operation #{seq}: stored error does not decode: {err}")))?;
+        conn.execute(
+            "UPDATE operations SET error_message = ?2 WHERE seq = ?1",
+            rusqlite::params![seq, status.message],
+        )
+        .map_err(super::db)?;
     }
     Ok(())
 }

@@ -60,3 +60,137 @@ fn refuses_a_database_from_the_future() {
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("newer than this longrun"), "{err}");
 }
+
+mod filters {
+    //! SQL filtering agrees with the in-memory reference on random data and
+    //! random filters.
+
+    use std::time::{Duration, SystemTime};
+
+    use proptest::prelude::*;
+
+    use crate::{Completion, ListQuery, NewOperation, SqliteStore, Store, Update};
+    use longrun_types::filter::Filter;
+    use longrun_types::filter::arbitrary::expr_strategy;
+    use longrun_types::{OperationName, Outcome, Parent, Payload, Status};
+
+    /// What happens to one generated operation.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        verb: &'static str,
+        target: &'static str,
+        made: u64,
+        progress: Option<i32>,
+        ending: u8,
+        code: i32,
+        message: &'static str,
+        cancel: bool,
+        queued: bool,
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        let words = prop::sample::select(vec!["", "a", "ab", "b c", "a/b", "*", "\\\"", "c"]);
+        (
+            words.clone(),
+            words.clone(),
+            0u64..1_000,
+            prop::option::of(0i32..=100),
+            0u8..3,
+            prop::sample::select(vec![1, 2, 5, 9, 14]),
+            words,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(verb, target, made, progress, ending, code, message, cancel, queued)| Spec {
+                    verb,
+                    target,
+                    made,
+                    progress,
+                    ending,
+                    code,
+                    message,
+                    cancel,
+                    queued,
+                },
+            )
+    }
+
+    async fn build(store: &SqliteStore, specs: &[Spec]) -> Parent {
+        let parent = Parent::parse("projects/random").unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        for (index, spec) in specs.iter().enumerate() {
+            let name = OperationName::new(parent.clone(), &format!("op{index}")).unwrap();
+            let made = t0 + Duration::from_millis(spec.made);
+            let new = NewOperation {
+                verb: spec.verb.into(),
+                target: spec.target.into(),
+                queue: spec.queued.then(|| "q".into()),
+                ..NewOperation::new(name.clone(), made)
+            };
+            store.create(new).await.unwrap();
+            let later = made + Duration::from_millis(spec.made / 2 + 1);
+            if spec.cancel {
+                store.cancel(&name, later).await.unwrap();
+            }
+            if spec.queued {
+                continue;
+            }
+            if let Some(percent) = spec.progress {
+                let update = Update {
+                    progress_percent: Some(percent),
+                    status_detail: Some(spec.message.into()),
+                    ..Update::default()
+                };
+                let _ = store.update(&name, update, later).await;
+            }
+            let outcome = match spec.ending {
+                0 => continue,
+                1 => Outcome::Response(Payload {
+                    type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+                    value: Vec::new().into(),
+                }),
+                _ => Outcome::Error(Status {
+                    code: spec.code,
+                    message: spec.message.into(),
+                    details: Vec::new(),
+                }),
+            };
+            let _ = store
+                .complete(
+                    &name,
+                    Completion {
+                        lease_token: None,
+                        outcome,
+                        retry: None,
+                    },
+                    later,
+                )
+                .await;
+        }
+        parent
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sql_agrees_with_the_reference(specs in prop::collection::vec(spec(), 1..10), exprs in prop::collection::vec(expr_strategy(), 8)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path().join("longrun.db")).unwrap();
+            runtime.block_on(async {
+                let parent = build(&store, &specs).await;
+                let everything = ListQuery { parent: parent.clone(), filter: Filter::default(), after: None, limit: 100 };
+                let all = store.list(&everything).await.unwrap();
+                for expr in exprs {
+                    let filter = Filter { expr: Some(expr) };
+                    let expected: Vec<String> = all.iter().filter(|l| filter.matches(&l.operation)).map(|l| l.operation.name.to_string()).collect();
+                    let query = ListQuery { parent: parent.clone(), filter: filter.clone(), after: None, limit: 100 };
+                    let got: Vec<String> = store.list(&query).await.unwrap().into_iter().map(|l| l.operation.name.to_string()).collect();
+                    assert_eq!(got, expected, "filter: {}", filter);
+                }
+            });
+        }
+    }
+}

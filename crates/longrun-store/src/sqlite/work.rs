@@ -89,22 +89,35 @@ impl SqliteStore {
             let now_us = micros(now);
             let mut events = Vec::new();
             let status = |code: Code, message: &str| longrun_proto::encode_status(&Status::new(code, message));
-            let end = |state: State| format!("state = {}, done = 1, end_time = ?1, update_time = ?1, lease_token = NULL, lease_expire_time = NULL", state.as_i32());
+            // Ends an operation with an error: `?1` now, `?2` the encoded
+            // status, `?3` its message (what `error.message` filters see).
+            let end = |state: State, code: Code| {
+                format!(
+                    "state = {}, done = 1, end_time = ?1, update_time = ?1, lease_token = NULL, lease_expire_time = NULL, \
+                     error_code = {}, error = ?2, error_message = ?3",
+                    state.as_i32(),
+                    code.as_i32()
+                )
+            };
+            const TIMED_OUT: &str = "the operation's timeout passed before it finished";
+            const GRACE_PASSED: &str = "cancelled: the worker did not stop within the cancel grace";
+            const CANCEL_EXPIRED: &str = "cancelled: the worker stopped before acknowledging";
+            const LAST_ATTEMPT: &str = "the worker stopped reporting on the last attempt (lease expired)";
             // Timeouts first: they end the operation whatever else is pending.
             events.extend(transition(
                 conn,
-                &format!("{}, error_code = 4, error = ?2", end(State::Failed)),
+                &end(State::Failed, Code::DeadlineExceeded),
                 "done = 0 AND deadline IS NOT NULL AND deadline <= ?1",
-                rusqlite::params![now_us, status(Code::DeadlineExceeded, "the operation's timeout passed before it finished")],
+                rusqlite::params![now_us, status(Code::DeadlineExceeded, TIMED_OUT), TIMED_OUT],
                 Swept::TimedOut,
             )?);
             // Cancellation that the worker did not honour within the grace.
             let grace_start = now_us.saturating_sub(micros_of(policy.cancel_grace));
             events.extend(transition(
                 conn,
-                &format!("{}, error_code = 1, error = ?2", end(State::Cancelled)),
-                &format!("state = {} AND cancel_requested = 1 AND cancel_time <= ?3", State::Running.as_i32()),
-                rusqlite::params![now_us, status(Code::Cancelled, "cancelled: the worker did not stop within the cancel grace"), grace_start],
+                &end(State::Cancelled, Code::Cancelled),
+                &format!("state = {} AND cancel_requested = 1 AND cancel_time <= ?4", State::Running.as_i32()),
+                rusqlite::params![now_us, status(Code::Cancelled, GRACE_PASSED), GRACE_PASSED, grace_start],
                 Swept::CancelForced,
             )?);
             // Expired leases: a cancelled operation ends, others go back to
@@ -112,9 +125,9 @@ impl SqliteStore {
             let expired = format!("state = {} AND lease_token IS NOT NULL AND lease_expire_time <= ?1", State::Running.as_i32());
             events.extend(transition(
                 conn,
-                &format!("{}, error_code = 1, error = ?2", end(State::Cancelled)),
+                &end(State::Cancelled, Code::Cancelled),
                 &format!("{expired} AND cancel_requested = 1"),
-                rusqlite::params![now_us, status(Code::Cancelled, "cancelled: the worker stopped before acknowledging")],
+                rusqlite::params![now_us, status(Code::Cancelled, CANCEL_EXPIRED), CANCEL_EXPIRED],
                 Swept::CancelForced,
             )?);
             events.extend(transition(
@@ -130,9 +143,9 @@ impl SqliteStore {
             )?);
             events.extend(transition(
                 conn,
-                &format!("{}, error_code = 14, error = ?2", end(State::Failed)),
+                &end(State::Failed, Code::Unavailable),
                 &format!("{expired} AND attempt >= max_attempts"),
-                rusqlite::params![now_us, status(Code::Unavailable, "the worker stopped reporting on the last attempt (lease expired)")],
+                rusqlite::params![now_us, status(Code::Unavailable, LAST_ATTEMPT), LAST_ATTEMPT],
                 Swept::LeaseExpired,
             )?);
             // Retention: bounded batches of old done operations.

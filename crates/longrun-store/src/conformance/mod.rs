@@ -2,6 +2,8 @@
 //! [`run_tests`] with a fresh store; each case works under its own parent so
 //! cases cannot see each other.
 
+mod filters;
+
 use std::time::{Duration, SystemTime};
 
 use longrun_types::filter::Filter;
@@ -37,6 +39,7 @@ pub async fn run_tests(store: &dyn Store) {
     retention_purges_old_done_operations(store).await;
     queue_stats_count_queued_and_leased(store).await;
     release_hands_back_without_using_an_attempt(store).await;
+    filters::filters_match_what_was_written_by_hand(store).await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
