@@ -522,6 +522,35 @@ async fn list_matches_wildcard_parents(store: &dyn Store) {
         !all.contains(&"y".to_owned()),
         "a wildcard matches one segment only: {all:?}"
     );
+    // Every segment a wildcard, several levels deep; names stay canonical.
+    for (project, location, dataset) in [("xa", "l1", "d1"), ("xb", "l2", "d2")] {
+        let parent = Parent::parse(&format!("projects/{project}/locations/{location}/datasets/{dataset}")).unwrap();
+        store
+            .create(new_op(OperationName::new(parent, "z").unwrap()))
+            .await
+            .unwrap();
+    }
+    let pattern = Parent::parse_pattern("projects/-/locations/-/datasets/-").unwrap();
+    let query = ListQuery {
+        parent: pattern,
+        filter: Filter::parse("name = \"projects/x*\"").unwrap(),
+        after: None,
+        limit: 10,
+    };
+    let listed: Vec<String> = store
+        .list(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.operation.name.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "projects/xb/locations/l2/datasets/d2/operations/z",
+            "projects/xa/locations/l1/datasets/d1/operations/z"
+        ]
+    );
 }
 
 async fn cancel_while_queued_ends_with_code_1(store: &dyn Store) {
