@@ -5,8 +5,7 @@
 //! NULL (`col IS NOT NULL AND …`), so `NOT` keeps AIP-160's meaning: an
 //! unset field satisfies no restriction, and its negation does hold.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use crate::micros::micros;
 use longrun_types::filter::{Comparator, Expr, Field, Filter, Restriction, STANDARD_METADATA_TYPE, Value};
 
 /// A bound parameter.
@@ -149,13 +148,6 @@ fn glob(pattern: &str) -> String {
         }
     }
     out
-}
-
-fn micros(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
-    }
 }
 
 #[cfg(test)]

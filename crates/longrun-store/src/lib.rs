@@ -19,6 +19,7 @@ mod claim;
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 pub mod conformance;
 mod filter_sql;
+mod micros;
 mod sqlite;
 
 use std::time::{Duration, SystemTime};

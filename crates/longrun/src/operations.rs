@@ -55,7 +55,7 @@ pub async fn run(args: OperationsArgs) -> anyhow::Result<ExitCode> {
                 target,
                 api_version,
                 max_attempts,
-                timeout: timeout.map(|timeout| format!("{}s", timeout.as_secs_f64())),
+                timeout: timeout.map(longrun_client::duration_json),
             };
             print_json(&serde_json::to_value(client.create(&parent, &request).await?)?);
         }

@@ -278,13 +278,9 @@ async fn route(
             render(&service.complete(caller, request).await?)
         }
         ("POST", Some("claim"), true) => {
-            let json = json_body(body)?;
-            let mut request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &{
-                let mut json = json;
-                set_resource(&mut json, "parent", call.parent())?;
-                json
-            })?;
-            request.parent = call.parent().to_owned();
+            let mut json = json_body(body)?;
+            set_resource(&mut json, "parent", call.parent())?;
+            let request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &json)?;
             let response = claim_response(service.claim(caller, request).await?);
             registry
                 .to_json("longrun.v1.ClaimOperationResponse", &response)

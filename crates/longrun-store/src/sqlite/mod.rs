@@ -12,13 +12,14 @@ mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::filter_sql::{Param, SqlBuilder};
+use crate::micros::{from_micros, micros, micros_of};
 use crate::{
     Cancelled, Change, ClaimRequest, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, QueueStats,
     Result, Store, SweepEvent, SweepPolicy, Update,
@@ -197,25 +198,6 @@ const CANCELLED_QUEUED: &str = "Operation was cancelled before it started.";
 /// The lease fence in every worker statement: external operations have no
 /// lease; claimed ones need the current, unexpired token (`?2`, now `?3`).
 const LEASE_HELD: &str = "(queue IS NULL OR (lease_token = ?2 AND lease_expire_time > ?3))";
-
-fn micros_of(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
-fn micros(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(since) => i64::try_from(since.as_micros()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
-    }
-}
-
-fn from_micros(value: i64) -> SystemTime {
-    if value >= 0 {
-        UNIX_EPOCH + Duration::from_micros(value.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_micros(value.unsigned_abs())
-    }
-}
 
 const COLUMNS: &str = "seq, name, state, queue, input_type, input, metadata_type, metadata, response_type, \
     response, error, verb, target, api_version, status_detail, progress_percent, cancel_requested, attempt, \
