@@ -7,12 +7,14 @@
 //! with `--descriptors`. Nothing here hand-writes JSON for a message.
 
 mod convert;
+mod fields;
 mod registry;
 
 pub use convert::{
     any_to_payload, decode_status, encode_status, payload_to_any, standard_metadata, status_from_wire, status_to_wire,
     to_wire,
 };
+pub use fields::MAX_INDEXED;
 pub use registry::{Error, Registry, type_untyped};
 
 /// `type.googleapis.com/` + a message's full name.

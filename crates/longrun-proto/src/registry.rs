@@ -35,7 +35,7 @@ pub enum Error {
 /// Cloning is cheap: the pool is shared.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pool: DescriptorPool,
+    pub(crate) pool: DescriptorPool,
 }
 
 impl Default for Registry {

@@ -15,6 +15,7 @@ use longrun_types::{Code, OperationName, Payload};
 #[derive(Debug)]
 pub(crate) struct Job {
     pub store: Arc<dyn Store>,
+    pub registry: longrun_proto::Registry,
     pub name: OperationName,
     pub lease_token: String,
     pub attempt: i32,
@@ -100,6 +101,7 @@ impl<M: prost::Message + prost::Name> Context<M> {
         };
         self.job
             .report(Update {
+                indexed: self.job.registry.indexed("metadata", &payload),
                 metadata: Some(payload),
                 ..Update::default()
             })

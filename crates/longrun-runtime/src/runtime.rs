@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Job;
 use crate::{Context, Error, Handler};
+use longrun_proto::Registry;
 use longrun_store::{Backoff, ClaimRequest, Completion, Store, Update, claim_or_wait};
 use longrun_types::{Code, Operation, Outcome, Parent, Payload};
 
@@ -20,6 +21,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// [`Runtime::handle`], then [`Runtime::run`] it until shutdown.
 pub struct Runtime {
     store: Arc<dyn Store>,
+    registry: Registry,
     parent: Parent,
     worker: String,
     lease: Duration,
@@ -44,6 +46,7 @@ impl Runtime {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
+            registry: Registry::new(),
             parent: Parent::root(),
             worker: format!("longrun-runtime-{}", std::process::id()),
             lease: Duration::from_secs(30),
@@ -85,6 +88,14 @@ impl Runtime {
         self
     }
 
+    /// The type registry the server uses (with its `--descriptors`), so
+    /// that the custom fields of metadata and responses written here are
+    /// filterable. Without it, only longrun's built-in types are indexed.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
     pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
         self.retry = backoff;
         self
@@ -98,6 +109,7 @@ impl Runtime {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let shared = Arc::new(Shared {
             store: self.store,
+            registry: self.registry,
             parent: self.parent,
             worker: self.worker,
             lease: self.lease,
@@ -122,6 +134,7 @@ impl Runtime {
 
 struct Shared {
     store: Arc<dyn Store>,
+    registry: Registry,
     parent: Parent,
     worker: String,
     lease: Duration,
@@ -191,6 +204,7 @@ async fn run_job(
     let Some(lease) = operation.lease.clone() else { return };
     let job = Arc::new(Job {
         store: shared.store.clone(),
+        registry: shared.registry.clone(),
         name: operation.name.clone(),
         lease_token: lease.token,
         attempt: operation.attempt,
@@ -228,9 +242,14 @@ async fn run_job(
         Err(Error::Retryable(status)) => (Outcome::Error(status), Some(shared.retry)),
         Err(Error::Fatal(status)) => (Outcome::Error(status), None),
     };
+    let indexed = match &outcome.0 {
+        Outcome::Response(payload) => shared.registry.indexed("response", payload),
+        Outcome::Error(_) => Vec::new(),
+    };
     let completion = Completion {
         lease_token: Some(job.lease_token.clone()),
         outcome: outcome.0,
+        indexed,
         retry: outcome.1,
     };
     match shared.store.complete(&job.name, completion, SystemTime::now()).await {

@@ -22,7 +22,7 @@ use longrun_proto::{Registry, any_to_payload, status_from_wire};
 use longrun_store::{
     Backoff, ClaimRequest, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update, claim_or_wait,
 };
-use longrun_types::filter::Filter;
+use longrun_types::filter::{Filter, Indexed};
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
 
 /// Page size when the caller asks for 0.
@@ -33,6 +33,9 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 const MAX_ATTEMPTS_LIMIT: i32 = 100;
 const MAX_TEXT: usize = 1024;
+/// Where custom fields are indexed: `metadata.<path>`, `response.<path>`.
+const METADATA: &str = "metadata";
+const RESPONSE: &str = "response";
 const MAX_REQUEST_ID: usize = 128;
 /// Lease when the worker does not ask for a duration.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -142,7 +145,7 @@ impl Service {
                 Ok(0) => DEFAULT_PAGE_SIZE,
                 Ok(size) => size.min(MAX_PAGE_SIZE),
             };
-            let filter = Filter::parse(&request.filter)?;
+            let filter = Filter::parse_with(&request.filter, &self.registry)?;
             let now = self.clock.now();
             let after = match request.page_token.as_str() {
                 "" => None,
@@ -271,12 +274,14 @@ impl Service {
                 .timeout
                 .map(|timeout| duration("timeout", timeout))
                 .transpose()?;
+            let metadata = self.payload(request.metadata)?;
             let new = NewOperation {
                 name,
                 request_id,
                 queue,
                 input: self.payload(request.input)?,
-                metadata: self.payload(request.metadata)?,
+                indexed: self.indexed(METADATA, metadata.as_ref()),
+                metadata,
                 verb: text("verb", request.verb)?,
                 target: text("target", request.target)?,
                 api_version: text("api_version", request.api_version)?,
@@ -309,9 +314,11 @@ impl Service {
                     format!("progress_percent must be between 0 and 100, got {percent}"),
                 ));
             }
+            let metadata = self.payload(request.metadata)?;
             let update = Update {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
-                metadata: self.payload(request.metadata)?,
+                indexed: self.indexed(METADATA, metadata.as_ref()),
+                metadata,
                 progress_percent: request.progress_percent,
                 status_detail: request
                     .status_detail
@@ -357,9 +364,14 @@ impl Service {
                     ));
                 }
             };
+            let indexed = match &outcome {
+                Outcome::Response(payload) => self.indexed(RESPONSE, Some(payload)),
+                Outcome::Error(_) => Vec::new(),
+            };
             let completion = Completion {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
                 outcome,
+                indexed,
                 retry: request.retryable.then_some(self.retry_backoff),
             };
             let operation = self.store.complete(&name, completion, self.clock.now()).await?;
@@ -429,6 +441,42 @@ impl Service {
             Ok(claimed)
         })
         .await
+    }
+
+    /// Indexes the custom fields of operations an older version stored,
+    /// so that filters on them see every operation. Runs once at start.
+    pub(crate) async fn index_older_operations(self: Arc<Self>) {
+        const BATCH: usize = 200;
+        let mut total = 0usize;
+        loop {
+            let pending = match self.store.unindexed(BATCH).await {
+                Ok(pending) => pending,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot index older operations' custom fields; filters on them may miss those");
+                    return;
+                }
+            };
+            if pending.is_empty() {
+                break;
+            }
+            for operation in pending {
+                let mut indexed = self.indexed(METADATA, operation.metadata.as_ref());
+                indexed.extend(self.indexed(RESPONSE, operation.response.as_ref()));
+                if let Err(err) = self.store.reindex(&operation.name, indexed).await {
+                    tracing::warn!(op.name = %operation.name, error = %err, "cannot index an older operation's custom fields");
+                    return;
+                }
+                total += 1;
+            }
+        }
+        if total > 0 {
+            tracing::info!(operations = total, "indexed the custom fields of older operations");
+        }
+    }
+
+    /// The filterable values of a metadata or response payload.
+    fn indexed(&self, root: &str, payload: Option<&Payload>) -> Vec<Indexed> {
+        payload.map_or_else(Vec::new, |payload| self.registry.indexed(root, payload))
     }
 
     /// Enforces leases, timeouts, cancel grace and retention until shutdown.

@@ -131,6 +131,7 @@ pub async fn run_with(
     let stopping = CancellationToken::new();
     let service = Arc::new(Service::new(&config, stopping.clone()));
     let sweeper = tokio::spawn(service.clone().sweep_until_shutdown());
+    tokio::spawn(service.clone().index_older_operations());
     let app = routes
         .merge(rest::router(service.clone()))
         .merge(grpc::router(service.clone()))

@@ -6,12 +6,15 @@
 //! unset field satisfies no restriction, and its negation does hold.
 
 use crate::micros::micros;
-use longrun_types::filter::{Comparator, Expr, Field, Filter, Restriction, STANDARD_METADATA_TYPE, Value};
+use longrun_types::filter::{
+    Comparator, Custom, Expr, Field, Filter, Kind, Restriction, STANDARD_METADATA_TYPE, Value,
+};
 
 /// A bound parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {
     Int(i64),
+    Real(f64),
     Text(String),
 }
 
@@ -75,10 +78,21 @@ impl SqlBuilder {
     }
 
     fn restriction(&mut self, restriction: &Restriction) -> String {
-        let column = self.column(restriction.field);
+        match &restriction.field {
+            Field::Custom(custom) => self.custom(custom, restriction),
+            field => {
+                let column = self.column(field);
+                self.compare(&column, restriction)
+            }
+        }
+    }
+
+    /// `column` (a standard column, or one of `operation_fields`) against the
+    /// restriction's value; false, never NULL, when the column is NULL.
+    fn compare(&mut self, column: &str, restriction: &Restriction) -> String {
         let set = format!("{column} IS NOT NULL");
         let param = match &restriction.value {
-            Value::Present if restriction.field.kind() == longrun_types::filter::Kind::Text => {
+            Value::Present if matches!(restriction.field.kind(), Kind::Text | Kind::Enum) => {
                 return format!("({set} AND {column} <> '')");
             }
             Value::Present => return format!("({set})"),
@@ -93,7 +107,8 @@ impl SqlBuilder {
             }
             Value::Text(text) => Param::Text(text.clone()),
             Value::Bool(flag) => Param::Int(i64::from(*flag)),
-            Value::Int(number) => Param::Int(*number),
+            Value::Int(number) | Value::Duration(number) => Param::Int(*number),
+            Value::Float(number) => Param::Real(*number),
             Value::State(state) => Param::Int(i64::from(state.as_i32())),
             Value::Time(time) => Param::Int(micros(*time)),
         };
@@ -109,8 +124,34 @@ impl SqlBuilder {
         format!("({set} AND {column} {operator} {placeholder})")
     }
 
+    /// Some `operation_fields` row at the field's path satisfies the
+    /// restriction (no row: the field is unset, and nothing holds).
+    fn custom(&mut self, custom: &Custom, restriction: &Restriction) -> String {
+        let path = self.bind(Param::Text(custom.path.clone()));
+        let value = match custom.kind {
+            Kind::Text | Kind::Enum => "f.text_value",
+            Kind::Float => "f.real_value",
+            Kind::Bool | Kind::Int | Kind::State | Kind::Time | Kind::Duration => "f.int_value",
+            // Presence of a set message: its row has no value.
+            Kind::Message => {
+                return format!(
+                    "EXISTS (SELECT 1 FROM operation_fields f WHERE f.seq = operations.seq AND f.path = {path})"
+                );
+            }
+        };
+        let condition = if restriction.value == Value::Present && !matches!(custom.kind, Kind::Text | Kind::Enum) {
+            // A scalar of another kind is present when it has a row.
+            "1".to_owned()
+        } else {
+            self.compare(value, restriction)
+        };
+        format!(
+            "EXISTS (SELECT 1 FROM operation_fields f WHERE f.seq = operations.seq AND f.path = {path} AND {condition})"
+        )
+    }
+
     /// The SQL for a field; indexed columns are noted in the schema.
-    fn column(&mut self, field: Field) -> String {
+    fn column(&mut self, field: &Field) -> String {
         match field {
             Field::Name => "name".into(),
             Field::Done => "done".into(),
@@ -132,6 +173,7 @@ impl SqlBuilder {
             Field::ProgressPercent => "progress_percent".into(),
             Field::Attempt => "attempt".into(),
             Field::CancelRequested => "cancel_requested".into(),
+            Field::Custom(custom) => unreachable!("custom field {} has no column", custom.path),
         }
     }
 }

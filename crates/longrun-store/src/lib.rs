@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use longrun_types::filter::Filter;
+use longrun_types::filter::{Filter, Indexed};
 use longrun_types::{Operation, OperationName, Outcome, Parent, Payload};
 
 pub use claim::claim_or_wait;
@@ -65,6 +65,9 @@ pub struct NewOperation {
     pub queue: Option<String>,
     pub input: Option<Payload>,
     pub metadata: Option<Payload>,
+    /// The metadata's filterable values (`metadata.<path>`), as the
+    /// server's type registry reads them.
+    pub indexed: Vec<Indexed>,
     pub verb: String,
     pub target: String,
     pub api_version: String,
@@ -83,6 +86,7 @@ impl NewOperation {
             queue: None,
             input: None,
             metadata: None,
+            indexed: Vec::new(),
             verb: String::new(),
             target: String::new(),
             api_version: String::new(),
@@ -144,6 +148,8 @@ pub struct Listed {
 pub struct Update {
     pub lease_token: Option<String>,
     pub metadata: Option<Payload>,
+    /// With `metadata`: its filterable values, replacing the previous ones.
+    pub indexed: Vec<Indexed>,
     pub progress_percent: Option<i32>,
     pub status_detail: Option<String>,
 }
@@ -153,9 +159,32 @@ pub struct Update {
 pub struct Completion {
     pub lease_token: Option<String>,
     pub outcome: Outcome,
+    /// With a response: its filterable values (`response.<path>`).
+    pub indexed: Vec<Indexed>,
     /// For a retryable error: re-queue with this backoff while attempts
     /// remain (queued operations only, and not once cancellation was asked).
     pub retry: Option<Backoff>,
+}
+
+impl Completion {
+    /// Finishes with `outcome`: no lease, no retry, nothing indexed.
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            lease_token: None,
+            outcome,
+            indexed: Vec::new(),
+            retry: None,
+        }
+    }
+}
+
+/// An operation stored before its custom fields were indexed (an older
+/// schema), with the payloads to index them from.
+#[derive(Debug, Clone)]
+pub struct Unindexed {
+    pub name: OperationName,
+    pub metadata: Option<Payload>,
+    pub response: Option<Payload>,
 }
 
 /// Exponential backoff between attempts: `initial`, doubling, at most `max`.
@@ -267,6 +296,12 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn sweep(&self, now: SystemTime, policy: SweepPolicy) -> Result<Vec<SweepEvent>>;
     /// Queued and leased operations per queue.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+    /// Up to `limit` operations whose custom fields are not indexed yet
+    /// (written by an older version).
+    async fn unindexed(&self, limit: usize) -> Result<Vec<Unindexed>>;
+    /// Replaces the indexed custom fields of an operation from
+    /// [`Store::unindexed`] and marks it indexed.
+    async fn reindex(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()>;
     /// A secret shared by every node on this store, for signing page tokens.
     fn page_token_key(&self) -> [u8; 32];
     /// Succeeds when the store can serve reads.

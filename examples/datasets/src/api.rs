@@ -98,10 +98,12 @@ async fn import(
         phase: "queued".into(),
         rows_read: 0,
     };
+    let metadata = payload(&metadata);
     let new = NewOperation {
         request_id: body.request_id,
         input: Some(payload(&input)),
-        metadata: Some(payload(&metadata)),
+        indexed: api.registry.indexed("metadata", &metadata),
+        metadata: Some(metadata),
         verb: "import".into(),
         target: dataset,
         api_version: "v1".into(),

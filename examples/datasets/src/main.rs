@@ -69,14 +69,17 @@ async fn main() -> anyhow::Result<()> {
     });
     let routes = api::routes(api::Api {
         store: store.clone(),
-        registry,
+        registry: registry.clone(),
     });
-    let runtime = longrun_runtime::Runtime::new(store).worker("datasets-example").handle(
-        QUEUE,
-        import::Import {
-            throttle: args.throttle,
-        },
-    );
+    let runtime = longrun_runtime::Runtime::new(store)
+        .worker("datasets-example")
+        .registry(registry)
+        .handle(
+            QUEUE,
+            import::Import {
+                throttle: args.throttle,
+            },
+        );
     let (served, ()) = tokio::join!(
         longrun_server::run_with(listener, config, routes, stop.clone().cancelled_owned()),
         runtime.run(stop.clone().cancelled_owned()),

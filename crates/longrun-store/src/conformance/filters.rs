@@ -38,6 +38,7 @@ async fn make(store: &dyn Store) {
     let fail = |code: Code, message: &str| Completion {
         lease_token: None,
         outcome: Outcome::Error(Status::new(code, message)),
+        indexed: Vec::new(),
         retry: None,
     };
     store
@@ -63,6 +64,7 @@ async fn make(store: &dyn Store) {
     let response = Completion {
         lease_token: None,
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     };
     store.complete(&name("b"), response, at(20)).await.unwrap();

@@ -149,6 +149,7 @@ async fn lease_expiry_requeues_and_fences_the_stale_worker(store: &dyn Store) {
     let stale = Completion {
         lease_token: token(&first),
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     };
     assert!(matches!(
@@ -158,6 +159,7 @@ async fn lease_expiry_requeues_and_fences_the_stale_worker(store: &dyn Store) {
     let fresh = Completion {
         lease_token: token(&second),
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     };
     assert_eq!(
@@ -202,6 +204,7 @@ async fn retryable_error_requeues_after_backoff(store: &dyn Store) {
     let failing = |op: &longrun_types::Operation| Completion {
         lease_token: token(op),
         outcome: Outcome::Error(Status::new(Code::Unavailable, "flaky")),
+        indexed: Vec::new(),
         retry: Some(backoff),
     };
     let requeued = store.complete(&name("retry", "a"), failing(&op), t0()).await.unwrap();
@@ -287,6 +290,7 @@ async fn complete_after_delete_is_not_found(store: &dyn Store) {
     let completion = Completion {
         lease_token: token(&op),
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     };
     assert!(matches!(
@@ -383,6 +387,7 @@ fn success() -> Completion {
     Completion {
         lease_token: None,
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     }
 }
@@ -500,6 +505,7 @@ async fn list_filters_by_done_and_state(store: &dyn Store) {
     let failed = Completion {
         lease_token: None,
         outcome: Outcome::Error(Status::new(Code::NotFound, "gone")),
+        indexed: Vec::new(),
         retry: None,
     };
     store.complete(&name("filter", "running"), failed, t0()).await.unwrap();
@@ -612,6 +618,7 @@ async fn completing_twice_is_failed_precondition(store: &dyn Store) {
     let failure = Completion {
         lease_token: None,
         outcome: Outcome::Error(Status::new(Code::Internal, "late")),
+        indexed: Vec::new(),
         retry: None,
     };
     assert!(matches!(
@@ -632,6 +639,7 @@ async fn queued_operation_needs_a_lease_to_complete(store: &dyn Store) {
     let stale = Completion {
         lease_token: Some("not-a-lease".into()),
         outcome: Outcome::Response(struct_payload()),
+        indexed: Vec::new(),
         retry: None,
     };
     assert!(matches!(

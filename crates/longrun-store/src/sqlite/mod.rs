@@ -7,6 +7,7 @@
 //! own savepoint so one failure does not undo the others. Reads use a small
 //! pool of separate connections, which WAL lets run beside the writer.
 
+mod fields;
 mod schema;
 mod work;
 
@@ -22,8 +23,9 @@ use crate::filter_sql::{Param, SqlBuilder};
 use crate::micros::{from_micros, micros, micros_of};
 use crate::{
     Cancelled, Change, ClaimRequest, Completion, Created, Cursor, Error, ListQuery, Listed, NewOperation, QueueStats,
-    Result, Store, SweepEvent, SweepPolicy, Update,
+    Result, Store, SweepEvent, SweepPolicy, Unindexed, Update,
 };
+use longrun_types::filter::Indexed;
 use longrun_types::{Code, Lease, Operation, OperationName, Outcome, Parent, Payload, State, Status};
 
 /// Most requests committed in one transaction.
@@ -66,6 +68,8 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        // Deleting an operation deletes its `operation_fields` rows.
+        conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         schema::migrate(&mut conn)?;
         let key = schema::page_token_key(&conn)?;
@@ -313,6 +317,7 @@ fn to_params(params: &[Param]) -> Vec<rusqlite::types::Value> {
         .iter()
         .map(|param| match param {
             Param::Int(value) => rusqlite::types::Value::Integer(*value),
+            Param::Real(value) => rusqlite::types::Value::Real(*value),
             Param::Text(value) => rusqlite::types::Value::Text(value.clone()),
         })
         .collect()
@@ -351,7 +356,10 @@ fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
         ],
     );
     match result {
-        Ok(_) => fetch(conn, &name),
+        Ok(_) => {
+            fields::write(conn, &name, fields::METADATA, &new.indexed)?;
+            fetch(conn, &name)
+        }
         Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::ConstraintViolation => {
             Err(Error::AlreadyExists(name))
         }
@@ -556,6 +564,9 @@ impl Store for SqliteStore {
             if conn.execute(&sql, params_from_iter(params)).map_err(db)? == 0 {
                 return Err(refusal(conn, &name, update.lease_token.as_deref()));
             }
+            if update.metadata.is_some() {
+                fields::write(conn, &name, fields::METADATA, &update.indexed)?;
+            }
             let operation = fetch(conn, &name)?;
             Ok((
                 operation,
@@ -640,6 +651,9 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Err(refusal(conn, &name, completion.lease_token.as_deref()));
             }
+            if matches!(completion.outcome, Outcome::Response(_)) {
+                fields::write(conn, &name, fields::RESPONSE, &completion.indexed)?;
+            }
             let operation = fetch(conn, &name)?;
             Ok((operation, Some(Change { name, done: true, deleted: false, queued: None })))
         })
@@ -696,6 +710,15 @@ impl Store for SqliteStore {
 
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    async fn unindexed(&self, limit: usize) -> Result<Vec<Unindexed>> {
+        self.pending_fields(limit).await
+    }
+
+    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    async fn reindex(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()> {
+        self.reindex_fields(name, indexed).await
     }
 
     fn page_token_key(&self) -> [u8; 32] {

@@ -76,6 +76,30 @@ CREATE INDEX operations_by_end_time ON operations (end_time) WHERE done = 1;
 -- Filters on error.message; filled from the stored status by `backfill`.
 ALTER TABLE operations ADD COLUMN error_message TEXT;
 "#,
+    r#"
+-- Filterable values of custom metadata and responses (`filter::Indexed`),
+-- written with the operation from the server's type registry. A repeated
+-- field has one row per element (`n`); a set message field has a row with
+-- no value. By kind: integers, booleans, times (µs) and durations (ns) in
+-- int_value; doubles in real_value; strings and enum names in text_value.
+CREATE TABLE operation_fields (
+    seq        INTEGER NOT NULL REFERENCES operations (seq) ON DELETE CASCADE,
+    path       TEXT    NOT NULL,
+    n          INTEGER NOT NULL,
+    int_value  INTEGER,
+    real_value REAL,
+    text_value TEXT,
+    PRIMARY KEY (seq, path, n)
+) WITHOUT ROWID;
+CREATE INDEX operation_fields_by_int ON operation_fields (path, int_value) WHERE int_value IS NOT NULL;
+CREATE INDEX operation_fields_by_real ON operation_fields (path, real_value) WHERE real_value IS NOT NULL;
+CREATE INDEX operation_fields_by_text ON operation_fields (path, text_value) WHERE text_value IS NOT NULL;
+-- Operations written before this version: the server indexes them at start
+-- (`Store::unindexed`, `Store::reindex`).
+ALTER TABLE operations ADD COLUMN fields_pending INTEGER NOT NULL DEFAULT 0;
+UPDATE operations SET fields_pending = 1 WHERE metadata IS NOT NULL OR response IS NOT NULL;
+CREATE INDEX operations_fields_pending ON operations (seq) WHERE fields_pending = 1;
+"#,
 ];
 
 /// Brings the database to the latest schema version.

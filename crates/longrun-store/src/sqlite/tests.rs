@@ -162,6 +162,7 @@ mod filters {
                     Completion {
                         lease_token: None,
                         outcome,
+                        indexed: Vec::new(),
                         retry: None,
                     },
                     later,

@@ -2,29 +2,35 @@
 
 use std::cmp::Ordering;
 
-use super::{Comparator, Expr, Field, Filter, Restriction, STANDARD_METADATA_TYPE, Value};
+use super::{Comparator, Expr, Field, Filter, Indexed, Restriction, STANDARD_METADATA_TYPE, Value};
 use crate::{Operation, Outcome};
 
 impl Filter {
-    /// True when `op` satisfies the filter.
+    /// True when `op` satisfies the filter (which has no custom fields).
     pub fn matches(&self, op: &Operation) -> bool {
-        self.expr.as_ref().is_none_or(|expr| expr.matches(op))
+        self.matches_with(op, &[])
+    }
+
+    /// True when `op`, whose custom metadata and response hold `indexed`,
+    /// satisfies the filter.
+    pub fn matches_with(&self, op: &Operation, indexed: &[Indexed]) -> bool {
+        self.expr.as_ref().is_none_or(|expr| expr.matches(op, indexed))
     }
 }
 
 impl Expr {
-    pub fn matches(&self, op: &Operation) -> bool {
+    pub fn matches(&self, op: &Operation, indexed: &[Indexed]) -> bool {
         match self {
-            Expr::And(items) => items.iter().all(|item| item.matches(op)),
-            Expr::Or(items) => items.iter().any(|item| item.matches(op)),
-            Expr::Not(inner) => !inner.matches(op),
-            Expr::Restriction(restriction) => restriction.matches(op),
+            Expr::And(items) => items.iter().all(|item| item.matches(op, indexed)),
+            Expr::Or(items) => items.iter().any(|item| item.matches(op, indexed)),
+            Expr::Not(inner) => !inner.matches(op, indexed),
+            Expr::Restriction(restriction) => restriction.matches(op, indexed),
         }
     }
 }
 
-/// A field's value on an operation; `None` when unset.
-fn actual(field: Field, op: &Operation) -> Option<Value> {
+/// A standard field's value on an operation; `None` when unset.
+fn actual(field: &Field, op: &Operation) -> Option<Value> {
     let error = match &op.outcome {
         Some(Outcome::Error(status)) => Some(status),
         _ => None,
@@ -55,23 +61,38 @@ fn actual(field: Field, op: &Operation) -> Option<Value> {
         Field::ProgressPercent => Value::Int(i64::from(op.progress_percent)),
         Field::Attempt => Value::Int(i64::from(op.attempt)),
         Field::CancelRequested => Value::Bool(op.cancel_requested),
+        // Custom fields come from the operation's indexed values.
+        Field::Custom(_) => return None,
     })
 }
 
 impl Restriction {
-    pub fn matches(&self, op: &Operation) -> bool {
-        // AIP-160: an unset field satisfies no restriction, not even `!=`.
-        let Some(actual) = actual(self.field, op) else {
-            return false;
-        };
-        let ordering = match (&actual, &self.value) {
-            (_, Value::Present) => return !matches!(actual, Value::Text(ref text) if text.is_empty()),
+    /// AIP-160: an unset field satisfies no restriction, not even `!=`. A
+    /// custom field holds when some indexed value at its path satisfies it.
+    pub fn matches(&self, op: &Operation, indexed: &[Indexed]) -> bool {
+        if let Field::Custom(custom) = &self.field {
+            return indexed
+                .iter()
+                .filter(|entry| entry.path == custom.path)
+                .any(|entry| self.holds(&entry.value));
+        }
+        actual(&self.field, op).is_some_and(|actual| self.holds(&actual))
+    }
+
+    /// True when a set value satisfies the restriction.
+    fn holds(&self, actual: &Value) -> bool {
+        let ordering = match (actual, &self.value) {
+            (_, Value::Present) => return !matches!(actual, Value::Text(text) if text.is_empty()),
             (Value::Text(text), Value::Pattern(pattern)) => {
                 let hit = wildcard_match(pattern, text);
                 return if self.comparator == Comparator::Ne { !hit } else { hit };
             }
             (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
-            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) | (Value::Duration(a), Value::Duration(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => match a.partial_cmp(b) {
+                Some(ordering) => ordering,
+                None => return false,
+            },
             (Value::Time(a), Value::Time(b)) => a.cmp(b),
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             (Value::State(a), Value::State(b)) => a.cmp(b),

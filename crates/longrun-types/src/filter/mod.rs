@@ -26,7 +26,12 @@
 //! - Unset fields (no error, no response, no end time) never satisfy a
 //!   restriction, not even `!=`; `NOT` of such a restriction holds.
 //! - Timestamps are RFC 3339 strings (`"2024-05-01T00:00:00Z"`, offsets
-//!   allowed); enum values may be bare or quoted; booleans are bare.
+//!   allowed); durations are seconds with an `s` suffix (`30s`, `"1.5s"`);
+//!   enum values may be bare or quoted; booleans are bare.
+//! - `metadata.<path>` and `response.<path>` beyond the standard fields are
+//!   resolved by a [`Schema`] (the server's type registry) by their JSON
+//!   names; a store answers them from the [`Indexed`] values written with
+//!   each operation. A repeated field takes `:` ("contains") only.
 
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod arbitrary;
@@ -41,14 +46,14 @@ use crate::State;
 pub use parse::{MAX_DEPTH, MAX_LENGTH, MAX_RESTRICTIONS};
 
 /// A parsed, type-checked filter. The empty filter matches everything.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter {
     pub expr: Option<Expr>,
 }
 
 /// A filter expression, normalised: `And`/`Or` hold at least two children
 /// and never a child of their own kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
@@ -57,7 +62,7 @@ pub enum Expr {
 }
 
 /// `field comparator value`, with the value checked against the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Restriction {
     pub field: Field,
     pub comparator: Comparator,
@@ -77,7 +82,7 @@ pub enum Comparator {
 }
 
 /// A filterable field of the Operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Field {
     Name,
     Done,
@@ -96,30 +101,84 @@ pub enum Field {
     ProgressPercent,
     Attempt,
     CancelRequested,
+    /// A field of a registered metadata or response type.
+    Custom(Box<Custom>),
+}
+
+/// A `metadata.<path>` or `response.<path>` field of a registered type, as a
+/// [`Schema`] resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Custom {
+    /// The canonical path: `metadata.` or `response.` and JSON field names.
+    pub path: String,
+    pub kind: Kind,
+    /// A repeated scalar: restrictions mean "some element matches", and only
+    /// `:` is allowed.
+    pub repeated: bool,
+    /// For [`Kind::Enum`], the value names.
+    pub enum_values: Vec<String>,
 }
 
 /// What kind of values a field holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Text,
     Bool,
     Int,
+    Float,
     State,
+    /// A custom enum, compared by value name.
+    Enum,
     Time,
+    Duration,
+    /// A message-typed custom field: only `:*` (presence) applies.
+    Message,
 }
 
 /// A literal, already converted to its field's kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Bool(bool),
     Int(i64),
+    Float(f64),
     Text(String),
     /// A string with `*` wildcards (only with `=` and `!=`).
     Pattern(String),
     State(State),
     Time(SystemTime),
-    /// `:*`: the field is set (and, for strings, not empty).
+    /// Nanoseconds, possibly negative.
+    Duration(i64),
+    /// `:*`: the field is set (and, for strings, not empty). As an
+    /// [`Indexed`] value: a message field that is set.
     Present,
+}
+
+/// Resolves custom `metadata.<path>` and `response.<path>` fields.
+pub trait Schema {
+    /// The field at `path` (which starts with `metadata.` or `response.`),
+    /// or a message saying why it cannot be filtered on.
+    fn custom_field(&self, path: &str) -> Result<Custom, String>;
+}
+
+/// The schema with no custom fields: only the standard ones filter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandardOnly;
+
+impl Schema for StandardOnly {
+    fn custom_field(&self, path: &str) -> Result<Custom, String> {
+        Err(format!(
+            "unknown field {path:?}; fields of custom metadata and responses need their types registered"
+        ))
+    }
+}
+
+/// One filterable value of an operation's custom metadata or response, as
+/// stores keep it beside the operation: `path` as in [`Custom::path`]; a
+/// repeated field gives one entry per element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indexed {
+    pub path: String,
+    pub value: Value,
 }
 
 impl Field {
@@ -144,15 +203,19 @@ impl Field {
         ("metadata.cancelRequested", Field::CancelRequested),
     ];
 
-    pub fn path(self) -> &'static str {
+    pub fn path(&self) -> &str {
+        if let Field::Custom(custom) = self {
+            return &custom.path;
+        }
         Self::ALL
             .iter()
-            .find(|(_, field)| *field == self)
+            .find(|(_, field)| field == self)
             .map_or("", |(path, _)| path)
     }
 
-    pub fn kind(self) -> Kind {
+    pub fn kind(&self) -> Kind {
         match self {
+            Field::Custom(custom) => custom.kind,
             Field::Name
             | Field::ErrorMessage
             | Field::MetadataType

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::{Comparator, Expr, Field, Filter, Kind, Restriction, Value, type_url};
+use super::{Comparator, Custom, Expr, Field, Filter, Kind, Restriction, Schema, StandardOnly, Value, type_url};
 use crate::{Code, Error, State};
 
 /// Longest filter accepted, in bytes.
@@ -117,7 +117,8 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize)>, Error> {
     Ok(tokens)
 }
 
-struct Parser {
+struct Parser<'s> {
+    schema: &'s dyn Schema,
     tokens: Vec<(Token, usize)>,
     position: usize,
     depth: usize,
@@ -127,9 +128,15 @@ struct Parser {
 }
 
 impl Filter {
-    /// Parses and type-checks a filter. Errors are
+    /// Parses and type-checks a filter over the standard fields. Errors are
     /// [`Error::InvalidFilter`] with the 1-based column of the problem.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_with(text, &StandardOnly)
+    }
+
+    /// Parses and type-checks a filter, resolving custom `metadata.<path>`
+    /// and `response.<path>` fields through `schema`.
+    pub fn parse_with(text: &str, schema: &dyn Schema) -> Result<Self, Error> {
         if text.len() > MAX_LENGTH {
             return Err(invalid(
                 1,
@@ -141,6 +148,7 @@ impl Filter {
             return Ok(Filter::default());
         }
         let mut parser = Parser {
+            schema,
             tokens,
             position: 0,
             depth: 0,
@@ -175,7 +183,7 @@ pub(super) fn combine(items: Vec<Expr>, and: bool) -> Expr {
     if and { Expr::And(flat) } else { Expr::Or(flat) }
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> Option<&(Token, usize)> {
         self.tokens.get(self.position)
     }
@@ -279,11 +287,20 @@ impl Parser {
     }
 
     fn restriction(&mut self, path: &str, column: usize) -> Result<Expr, Error> {
-        let Some(field) = Field::ALL
+        let standard = Field::ALL
             .iter()
             .find(|(name, _)| *name == path)
-            .map(|(_, field)| *field)
-        else {
+            .map(|(_, field)| field.clone());
+        let custom = || -> Option<Result<Field, Error>> {
+            let custom = path.starts_with("metadata.") || path.starts_with("response.");
+            custom.then(|| {
+                self.schema
+                    .custom_field(path)
+                    .map(|custom| Field::Custom(Box::new(custom)))
+                    .map_err(|message| invalid(column, message))
+            })
+        };
+        let Some(field) = standard.map(Ok).or_else(custom).transpose()? else {
             let known: Vec<&str> = Field::ALL.iter().map(|(name, _)| *name).collect();
             let what = if path.contains('.') || Field::ALL.iter().any(|(name, _)| name.starts_with(path)) {
                 format!("unknown field {path:?}")
@@ -331,7 +348,8 @@ impl Parser {
                 format!("the filter has more than {MAX_RESTRICTIONS} restrictions"),
             ));
         }
-        let (comparator, value) = check(field, comparator, &literal, quoted).map_err(|message| invalid(at, message))?;
+        let (comparator, value) =
+            check(&field, comparator, &literal, quoted).map_err(|message| invalid(at, message))?;
         Ok(Expr::Restriction(Restriction {
             field,
             comparator,
@@ -341,13 +359,17 @@ impl Parser {
 }
 
 /// Converts a literal to the field's kind and checks the comparator.
-fn check(field: Field, comparator: Comparator, literal: &str, quoted: bool) -> Result<(Comparator, Value), String> {
+fn check(field: &Field, comparator: Comparator, literal: &str, quoted: bool) -> Result<(Comparator, Value), String> {
     let path = field.path();
     if comparator == Comparator::Has && literal == "*" && !quoted {
         return Ok((Comparator::Has, Value::Present));
     }
-    // `:` on a scalar is equality.
-    let comparator = if comparator == Comparator::Has {
+    if let Field::Custom(custom) = field {
+        check_custom(custom, comparator)?;
+    }
+    // `:` on a scalar is equality; on a repeated field it stays "contains".
+    let repeated = matches!(field, Field::Custom(custom) if custom.repeated);
+    let comparator = if comparator == Comparator::Has && !repeated {
         Comparator::Eq
     } else {
         comparator
@@ -384,13 +406,13 @@ fn check(field: Field, comparator: Comparator, literal: &str, quoted: bool) -> R
         }
         Kind::Int => {
             let number = literal.parse::<i64>().ok().or_else(|| {
-                (field == Field::ErrorCode)
+                (*field == Field::ErrorCode)
                     .then(|| Code::from_name(literal).map(|code| i64::from(code.as_i32())))
                     .flatten()
             });
             match number {
                 Some(number) => Value::Int(number),
-                None if field == Field::ErrorCode => {
+                None if *field == Field::ErrorCode => {
                     return Err(format!(
                         "{path} is an integer or a code name such as NOT_FOUND, found {literal:?}"
                     ));
@@ -411,9 +433,72 @@ fn check(field: Field, comparator: Comparator, literal: &str, quoted: bool) -> R
                 }
             }
         }
+        Kind::Float => match literal.parse::<f64>() {
+            Ok(number) if number.is_finite() => Value::Float(number),
+            _ => return Err(format!("{path} is a number, found {literal:?}")),
+        },
+        Kind::Enum => {
+            if ordered {
+                return Err(format!("{path} is an enum: compare it with = or !="));
+            }
+            let values = match field {
+                Field::Custom(custom) => custom.enum_values.as_slice(),
+                _ => &[],
+            };
+            if !values.iter().any(|value| value == literal) {
+                return Err(format!("{path} is one of {}; found {literal:?}", values.join(", ")));
+            }
+            Value::Text(literal.to_owned())
+        }
         Kind::Time => Value::Time(timestamp(path, literal)?),
+        Kind::Duration => Value::Duration(duration(path, literal)?),
+        Kind::Message => {
+            return Err(format!(
+                "{path} is a message: test its presence with {path}:* or filter on one of its fields"
+            ));
+        }
     };
     Ok((comparator, value))
+}
+
+/// Comparators a custom field's shape allows (before its literal is read).
+fn check_custom(custom: &Custom, comparator: Comparator) -> Result<(), String> {
+    let path = &custom.path;
+    if custom.repeated && comparator != Comparator::Has {
+        return Err(format!(
+            "{path} is repeated: use {path}:value (some element equals value) or {path}:*"
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds with an `s` suffix (AIP-160): `30s`, `-1.5s`, `0.000000001s`.
+fn duration(path: &str, literal: &str) -> Result<i64, String> {
+    let wrong =
+        || format!("{path} is a duration: expected seconds with an s suffix, e.g. 30s or \"1.5s\", found {literal:?}");
+    let number = literal.strip_suffix('s').ok_or_else(wrong)?;
+    let (negative, digits) = match number.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, number),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |text: &str| text.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || (digits.contains('.') && fraction.is_empty())
+    {
+        return Err(wrong());
+    }
+    if fraction.len() > 9 {
+        return Err(format!(
+            "{path}: durations have nanosecond precision at most, found {literal:?}"
+        ));
+    }
+    let seconds: i64 = whole.parse().map_err(|_| wrong())?;
+    let nanos: i64 = format!("{fraction:0<9}").parse().map_err(|_| wrong())?;
+    let total = seconds
+        .checked_mul(1_000_000_000)
+        .and_then(|value| value.checked_add(nanos))
+        .ok_or_else(|| format!("{path}: {literal:?} is out of range (at most about 292 years)"))?;
+    Ok(if negative { -total } else { total })
 }
 
 /// An RFC 3339 timestamp with at most microsecond precision (the precision

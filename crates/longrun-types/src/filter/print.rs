@@ -42,6 +42,8 @@ impl fmt::Display for Restriction {
         match &self.value {
             Value::Bool(flag) => write!(f, "{flag}"),
             Value::Int(number) => write!(f, "{number}"),
+            Value::Float(number) => write!(f, "{number:?}"),
+            Value::Duration(nanos) => write!(f, "{}", duration(*nanos)),
             Value::Text(text) | Value::Pattern(text) => quoted(f, text),
             Value::State(state) => write!(f, "{state}"),
             Value::Time(time) => match jiff::Timestamp::try_from(*time) {
@@ -51,6 +53,18 @@ impl fmt::Display for Restriction {
             Value::Present => f.write_str("*"),
         }
     }
+}
+
+/// Nanoseconds as AIP-160 writes durations: seconds with an `s` suffix.
+pub(super) fn duration(nanos: i64) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let magnitude = nanos.unsigned_abs();
+    let (seconds, fraction) = (magnitude / 1_000_000_000, magnitude % 1_000_000_000);
+    if fraction == 0 {
+        return format!("{sign}{seconds}s");
+    }
+    let digits = format!("{fraction:09}");
+    format!("{sign}{seconds}.{}s", digits.trim_end_matches('0'))
 }
 
 /// Writes `expr` where only a restriction or a parenthesised expression may
