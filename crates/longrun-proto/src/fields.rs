@@ -291,3 +291,149 @@ fn scalar(field: &FieldDescriptor, kind: Kind, value: &ProtoValue) -> Option<Val
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The registry with `tests/fixtures/example/<files>` loaded.
+    fn load(files: &[&str]) -> Registry {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let set = protox::compile(files, [root]).unwrap();
+        let mut registry = Registry::new();
+        registry.load_descriptor_set(&set.encode_to_vec()).unwrap();
+        registry
+    }
+
+    fn import() -> Registry {
+        load(&["example/import.proto"])
+    }
+
+    fn payload(registry: &Registry, name: &str, json: serde_json::Value) -> Payload {
+        let descriptor = registry.pool.get_message_by_name(name).unwrap();
+        let message = DynamicMessage::deserialize(descriptor, json).unwrap();
+        Payload {
+            type_url: format!("type.googleapis.com/{name}"),
+            value: message.encode_to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn paths_resolve_by_json_or_proto_name_to_their_kind() {
+        let registry = import();
+        let resolve = |path: &str| registry.custom_field(path).unwrap();
+        let rows = resolve("metadata.rowsImported");
+        assert_eq!(
+            (rows.path.as_str(), rows.kind, rows.repeated),
+            ("metadata.rowsImported", Kind::Int, false)
+        );
+        assert_eq!(resolve("metadata.rows_imported").path, "metadata.rowsImported");
+        assert_eq!(resolve("metadata.ratio").kind, Kind::Float);
+        assert_eq!(resolve("metadata.elapsed").kind, Kind::Duration);
+        assert_eq!(resolve("metadata.startTime").kind, Kind::Time);
+        assert_eq!(resolve("metadata.limit").kind, Kind::Int, "wrappers are their value");
+        assert_eq!(resolve("metadata.source").kind, Kind::Message);
+        assert_eq!(resolve("metadata.source.uri").kind, Kind::Text);
+        let tags = resolve("metadata.tags");
+        assert!(tags.repeated && tags.kind == Kind::Text);
+        let phase = resolve("metadata.phase");
+        assert_eq!(phase.kind, Kind::Enum);
+        assert_eq!(phase.enum_values, ["PHASE_UNSPECIFIED", "READING", "WRITING"]);
+        assert_eq!(resolve("response.rowCount").kind, Kind::Int);
+    }
+
+    #[test]
+    fn unfilterable_and_unknown_paths_say_why() {
+        let registry = import();
+        let reason = |path: &str| registry.custom_field(path).unwrap_err();
+        assert!(
+            reason("metadata.labels").contains("is a map"),
+            "{}",
+            reason("metadata.labels")
+        );
+        assert!(reason("metadata.digest").contains("bytes"));
+        assert!(reason("metadata.sources").contains("repeated message"));
+        assert!(reason("metadata.sources.uri").contains("repeated: filters cannot traverse"));
+        assert!(reason("metadata.ratio.x").contains("not a message"));
+        assert!(reason("metadata.nope").contains("no registered metadata or response type"));
+        // longrun's and Google's own types are not producer types.
+        assert!(reason("response.code").contains("no registered"));
+        let both = load(&["example/import.proto", "example/conflict.proto"]);
+        let ambiguous = both.custom_field("metadata.ratio").unwrap_err();
+        assert!(ambiguous.contains("ambiguous"), "{ambiguous}");
+        assert!(both.custom_field("metadata.rowsImported").is_ok());
+    }
+
+    #[test]
+    fn payload_values_are_indexed_as_filters_compare_them() {
+        let registry = import();
+        let metadata = payload(
+            &registry,
+            "example.ImportMetadata",
+            json!({
+                "ratio": 0.5,
+                "elapsed": "1.5s",
+                "phase": "READING",
+                "tags": ["csv", "nightly"],
+                "source": {"uri": "gs://b/x.csv"},
+                "startTime": "2025-01-02T03:04:05.123456789Z",
+                "labels": {"k": "v"},
+                "digest": "AAEC",
+                "sources": [{"uri": "a"}],
+                "limit": "7",
+                "huge": "18446744073709551615"
+            }),
+        );
+        let start = UNIX_EPOCH + Duration::from_micros(1_735_787_045_123_456);
+        let entry = |path: &str, value: Value| Indexed {
+            path: path.into(),
+            value,
+        };
+        assert_eq!(
+            registry.indexed("metadata", &metadata),
+            vec![
+                // A proto3 scalar without presence holds its default.
+                entry("metadata.rowsImported", Value::Int(0)),
+                entry("metadata.ratio", Value::Float(0.5)),
+                entry("metadata.elapsed", Value::Duration(1_500_000_000)),
+                entry("metadata.phase", Value::Text("READING".into())),
+                entry("metadata.tags", Value::Text("csv".into())),
+                entry("metadata.tags", Value::Text("nightly".into())),
+                entry("metadata.source", Value::Present),
+                entry("metadata.source.uri", Value::Text("gs://b/x.csv".into())),
+                // Truncated to the microseconds stores keep.
+                entry("metadata.startTime", Value::Time(start)),
+                entry("metadata.limit", Value::Int(7)),
+                // Unset `optional` note: absent. uint64 beyond i64 saturates.
+                entry("metadata.huge", Value::Int(i64::MAX)),
+            ]
+        );
+        let response = payload(
+            &registry,
+            "example.ImportResponse",
+            json!({"rowCount": "12", "valid": true}),
+        );
+        assert_eq!(
+            registry.indexed("response", &response),
+            vec![
+                entry("response.rowCount", Value::Int(12)),
+                entry("response.valid", Value::Bool(true))
+            ]
+        );
+    }
+
+    #[test]
+    fn plumbing_and_unknown_types_index_nothing() {
+        let registry = import();
+        let structure = payload(&registry, "google.protobuf.Struct", json!({"rowsImported": 3}));
+        assert!(registry.indexed("metadata", &structure).is_empty());
+        let unknown = Payload {
+            type_url: "type.googleapis.com/example.Missing".into(),
+            value: Vec::new().into(),
+        };
+        assert!(registry.indexed("metadata", &unknown).is_empty());
+    }
+}

@@ -70,8 +70,8 @@ mod filters {
     use proptest::prelude::*;
 
     use crate::{Completion, ListQuery, NewOperation, SqliteStore, Store, Update};
-    use longrun_types::filter::Filter;
-    use longrun_types::filter::arbitrary::expr_strategy;
+    use longrun_types::filter::arbitrary::{FIXTURE_METADATA_TYPE, expr_strategy};
+    use longrun_types::filter::{Filter, Indexed, Value};
     use longrun_types::{OperationName, Outcome, Parent, Payload, Status};
 
     /// What happens to one generated operation.
@@ -86,6 +86,57 @@ mod filters {
         message: &'static str,
         cancel: bool,
         queued: bool,
+        /// Custom metadata fields ([`FixtureSchema`]), if any.
+        metadata: Vec<Indexed>,
+        /// Custom response fields, for a response.
+        response: Vec<Indexed>,
+    }
+
+    fn field(path: &str, value: Value) -> Indexed {
+        Indexed {
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// Values of `example.ImportMetadata`, some unset.
+    fn metadata() -> impl Strategy<Value = Vec<Indexed>> {
+        (
+            prop::option::of(-2i64..50),
+            prop::option::of(prop::sample::select(vec![-1.5, 0.0, 0.25, 0.5, 2.0])),
+            prop::option::of(prop::sample::select(vec![-1_000_000_000i64, 0, 1, 1_500_000_000])),
+            prop::option::of(prop::sample::select(vec!["PHASE_UNSPECIFIED", "READING", "WRITING"])),
+            prop::collection::vec(prop::sample::select(vec!["a", "b", "ab"]), 0..3),
+            prop::option::of(prop::sample::select(vec!["x", "y", ""])),
+            any::<bool>(),
+        )
+            .prop_map(|(rows, ratio, elapsed, phase, tags, uri, started)| {
+                let mut out = Vec::new();
+                out.extend(rows.map(|n| field("metadata.rowsImported", Value::Int(n))));
+                out.extend(ratio.map(|x| field("metadata.ratio", Value::Float(x))));
+                out.extend(elapsed.map(|n| field("metadata.elapsed", Value::Duration(n))));
+                out.extend(phase.map(|p| field("metadata.phase", Value::Text(p.into()))));
+                out.extend(tags.into_iter().map(|t| field("metadata.tags", Value::Text(t.into()))));
+                if let Some(uri) = uri {
+                    out.push(field("metadata.source", Value::Present));
+                    out.push(field("metadata.source.uri", Value::Text(uri.into())));
+                }
+                if started {
+                    let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+                    out.push(field("metadata.startTime", Value::Time(time)));
+                }
+                out
+            })
+    }
+
+    fn response() -> impl Strategy<Value = Vec<Indexed>> {
+        prop::option::of((-2i64..50, any::<bool>())).prop_map(|values| match values {
+            Some((rows, valid)) => vec![
+                field("response.rowCount", Value::Int(rows)),
+                field("response.valid", Value::Bool(valid)),
+            ],
+            None => Vec::new(),
+        })
     }
 
     fn spec() -> impl Strategy<Value = Spec> {
@@ -100,9 +151,10 @@ mod filters {
             words,
             any::<bool>(),
             any::<bool>(),
+            (metadata(), response()),
         )
             .prop_map(
-                |(verb, target, made, progress, ending, code, message, cancel, queued)| Spec {
+                |(verb, target, made, progress, ending, code, message, cancel, queued, (metadata, response))| Spec {
                     verb,
                     target,
                     made,
@@ -112,6 +164,8 @@ mod filters {
                     message,
                     cancel,
                     queued,
+                    metadata,
+                    response,
                 },
             )
     }
@@ -126,6 +180,11 @@ mod filters {
                 verb: spec.verb.into(),
                 target: spec.target.into(),
                 queue: spec.queued.then(|| "q".into()),
+                metadata: (!spec.metadata.is_empty()).then(|| Payload {
+                    type_url: FIXTURE_METADATA_TYPE.into(),
+                    value: Vec::new().into(),
+                }),
+                indexed: spec.metadata.clone(),
                 ..NewOperation::new(name.clone(), made)
             };
             store.create(new).await.unwrap();
@@ -162,7 +221,7 @@ mod filters {
                     Completion {
                         lease_token: None,
                         outcome,
-                        indexed: Vec::new(),
+                        indexed: spec.response.clone(),
                         retry: None,
                     },
                     later,
@@ -186,7 +245,19 @@ mod filters {
                 let all = store.list(&everything).await.unwrap();
                 for expr in exprs {
                     let filter = Filter { expr: Some(expr) };
-                    let expected: Vec<String> = all.iter().filter(|l| filter.matches(&l.operation)).map(|l| l.operation.name.to_string()).collect();
+                    let expected: Vec<String> = all
+                        .iter()
+                        .filter(|l| {
+                            let index: usize = l.operation.name.id()[2..].parse().unwrap();
+                            let spec = &specs[index];
+                            let mut fields = spec.metadata.clone();
+                            if matches!(l.operation.outcome, Some(Outcome::Response(_))) {
+                                fields.extend(spec.response.iter().cloned());
+                            }
+                            filter.matches_with(&l.operation, &fields)
+                        })
+                        .map(|l| l.operation.name.to_string())
+                        .collect();
                     let query = ListQuery { parent: parent.clone(), filter: filter.clone(), after: None, limit: 100 };
                     let got: Vec<String> = store.list(&query).await.unwrap().into_iter().map(|l| l.operation.name.to_string()).collect();
                     assert_eq!(got, expected, "filter: {}", filter);

@@ -2,7 +2,7 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 
-use super::arbitrary::expr_strategy;
+use super::arbitrary::{FixtureSchema, expr_strategy};
 
 use super::*;
 use crate::Error;
@@ -144,6 +144,108 @@ fn invalid_filters_say_what_and_where() {
     }
 }
 
+fn custom(text: &str) -> Expr {
+    Filter::parse_with(text, &FixtureSchema).unwrap().expr.unwrap()
+}
+
+#[test]
+fn custom_fields_take_their_registered_kind() {
+    let field = FixtureSchema::field;
+    assert_eq!(
+        custom("metadata.rowsImported >= 10"),
+        restriction(field("metadata.rowsImported"), Comparator::Ge, Value::Int(10))
+    );
+    assert_eq!(
+        custom("metadata.ratio < 0.5"),
+        restriction(field("metadata.ratio"), Comparator::Lt, Value::Float(0.5))
+    );
+    assert_eq!(
+        custom("metadata.ratio = 1"),
+        restriction(field("metadata.ratio"), Comparator::Eq, Value::Float(1.0)),
+        "an integer literal is a fine double"
+    );
+    assert_eq!(
+        custom("metadata.phase = READING"),
+        restriction(field("metadata.phase"), Comparator::Eq, Value::Text("READING".into()))
+    );
+    assert_eq!(
+        custom("metadata.phase = \"WRITING\""),
+        restriction(field("metadata.phase"), Comparator::Eq, Value::Text("WRITING".into()))
+    );
+    // `:` on a repeated field means "contains", and stays `:`.
+    assert_eq!(
+        custom("metadata.tags:nightly"),
+        restriction(field("metadata.tags"), Comparator::Has, Value::Text("nightly".into()))
+    );
+    assert_eq!(
+        custom("metadata.source:*"),
+        restriction(field("metadata.source"), Comparator::Has, Value::Present)
+    );
+    assert_eq!(
+        custom("response.valid = true"),
+        restriction(field("response.valid"), Comparator::Eq, Value::Bool(true))
+    );
+    // Standard fields keep their meaning with a schema.
+    assert_eq!(custom("metadata.verb = a"), verb("a"));
+}
+
+#[test]
+fn durations_are_seconds_with_an_s() {
+    let elapsed = |nanos: i64| {
+        restriction(
+            FixtureSchema::field("metadata.elapsed"),
+            Comparator::Gt,
+            Value::Duration(nanos),
+        )
+    };
+    assert_eq!(custom("metadata.elapsed > 30s"), elapsed(30_000_000_000));
+    assert_eq!(custom("metadata.elapsed > \"1.5s\""), elapsed(1_500_000_000));
+    assert_eq!(custom("metadata.elapsed > -0.000000001s"), elapsed(-1));
+    assert_eq!(custom("metadata.elapsed > 0s"), elapsed(0));
+    for (nanos, text) in [
+        (1_500_000_000, "1.5s"),
+        (-2_000_000_000, "-2s"),
+        (1, "0.000000001s"),
+        (0, "0s"),
+    ] {
+        assert_eq!(super::print::duration(nanos), text);
+    }
+}
+
+#[test]
+fn invalid_custom_filters_say_what_and_where() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("metadata.rowsImported = many", 25, "is an integer"),
+        ("metadata.ratio > high", 18, "is a number"),
+        ("metadata.elapsed > 30", 20, "seconds with an s suffix"),
+        ("metadata.elapsed > 1m", 20, "seconds with an s suffix"),
+        ("metadata.elapsed > 1.0000000001s", 20, "nanosecond precision"),
+        (
+            "metadata.phase = DONE",
+            18,
+            "one of PHASE_UNSPECIFIED, READING, WRITING",
+        ),
+        ("metadata.phase > READING", 18, "is an enum"),
+        ("metadata.tags = nightly", 17, "is repeated"),
+        ("metadata.source = x", 19, "is a message"),
+        ("metadata.startTime > yesterday", 22, "RFC 3339"),
+        ("metadata.rowz = 1", 1, "no registered metadata or response type"),
+        ("response.valid = yes", 18, "is a boolean"),
+    ];
+    for (filter, column, needle) in cases {
+        match Filter::parse_with(filter, &FixtureSchema) {
+            Err(Error::InvalidFilter { column: at, message }) => {
+                assert!(message.contains(needle), "{filter:?}: {message:?} lacks {needle:?}");
+                assert_eq!(at, *column, "{filter:?}: {message}");
+            }
+            other => panic!("{filter:?} should be invalid, got {other:?}"),
+        }
+    }
+    // Without a schema, custom fields are unknown, with a hint.
+    let err = Filter::parse("metadata.rowsImported = 1").unwrap_err().to_string();
+    assert!(err.contains("need their types registered"), "{err}");
+}
+
 #[test]
 fn limits_keep_filters_cheap() {
     let long = format!("name = \"{}\"", "x".repeat(MAX_LENGTH));
@@ -174,7 +276,7 @@ proptest! {
     fn print_then_parse_gives_the_same_tree(expr in expr_strategy()) {
         let filter = Filter { expr: Some(expr) };
         let text = filter.to_string();
-        let reparsed = Filter::parse(&text);
+        let reparsed = Filter::parse_with(&text, &FixtureSchema);
         prop_assert_eq!(reparsed.as_ref().ok(), Some(&filter), "{}", text);
     }
 }
