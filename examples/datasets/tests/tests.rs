@@ -160,3 +160,64 @@ fn a_missing_file_fails_the_import_with_not_found() {
     assert_eq!(op["error"]["code"], 5, "{op}");
     assert!(op["error"]["message"].as_str().unwrap().contains("does not exist"));
 }
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn lists_filter_on_the_registered_metadata_and_response_fields() {
+    let example = Example::start(&[]);
+    let big = example.import(&example.cities(500));
+    let small = example.import(&example.cities(3));
+    example.wait(&big);
+    example.wait(&small);
+    let list = |filter: &str| {
+        let path = format!("/v1/projects/demo/locations/us/operations?filter={}", encode(filter));
+        example.call("GET", &path, None)
+    };
+    let names = |filter: &str| -> Vec<String> {
+        let (status, page) = list(filter);
+        assert_eq!(status, 200, "{filter}: {page}");
+        let operations = page["operations"].as_array().cloned().unwrap_or_default();
+        operations
+            .iter()
+            .map(|op| op["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Proto3 JSON names, typed from the example's descriptors.
+    assert_eq!(names("response.rowCount > 100"), [big.clone()]);
+    assert_eq!(names("response.rowCount <= 100"), [small.clone()]);
+    assert_eq!(
+        names("metadata.phase = done AND metadata.rowsRead >= 500"),
+        [big.clone()]
+    );
+    assert_eq!(names("metadata.rowsRead > 1 response.rowCount < 10"), [small.clone()]);
+    assert_eq!(
+        names("metadata.dataset = \"*/datasets/cities\""),
+        [small.clone(), big.clone()]
+    );
+    // Mistakes are INVALID_ARGUMENT, saying what is wrong and where.
+    let (status, error) = list("metadata.rowsRed > 1");
+    assert_eq!(status, 400, "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no registered metadata or response type"), "{message}");
+    let (status, error) = list("response.columns.name = city");
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("repeated"),
+        "{error}"
+    );
+    let (status, error) = list("response.rowCount > many");
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("integer"),
+        "{error}"
+    );
+}

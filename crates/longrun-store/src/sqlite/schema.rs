@@ -7,7 +7,7 @@ use crate::{Error, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a
 /// shipped entry; append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE operations (
     -- Insertion order: the keyset for newest-first listing.

@@ -49,6 +49,59 @@ async fn concurrent_writers_share_commits() {
     assert_eq!(store.list(&query).await.unwrap().len(), 200);
 }
 
+/// Operations stored before custom fields were indexed (schema v3) are
+/// listed by `unindexed` until the server reindexes them, and then filter.
+#[tokio::test]
+async fn operations_from_before_custom_fields_are_indexed_after_upgrade() {
+    use longrun_types::filter::arbitrary::FixtureSchema;
+    use longrun_types::filter::{Filter, Indexed, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("longrun.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO operations (name, parent, state, done, metadata_type, metadata, attempt, max_attempts, \
+                 create_time, update_time) \
+             VALUES ('projects/p/operations/old', 'projects/p', 2, 0, 'type.googleapis.com/example.ImportMetadata', \
+                 x'0828', 1, 3, 0, 0), \
+                    ('projects/p/operations/plain', 'projects/p', 2, 0, NULL, NULL, 1, 3, 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let query = ListQuery {
+        parent: Parent::parse("projects/p").unwrap(),
+        filter: Filter::parse_with("metadata.rowsImported = 40", &FixtureSchema).unwrap(),
+        after: None,
+        limit: 10,
+    };
+    assert!(store.list(&query).await.unwrap().is_empty());
+    let pending = store.unindexed(10).await.unwrap();
+    assert_eq!(pending.len(), 1, "only the operation with a payload waits: {pending:?}");
+    assert_eq!(pending[0].name.to_string(), "projects/p/operations/old");
+    assert_eq!(pending[0].metadata.as_ref().unwrap().value.as_ref(), [0x08, 0x28]);
+    let fields = vec![Indexed {
+        path: "metadata.rowsImported".into(),
+        value: Value::Int(40),
+    }];
+    store.reindex(&pending[0].name, fields).await.unwrap();
+    let listed = store.list(&query).await.unwrap();
+    assert_eq!(listed[0].operation.name.to_string(), "projects/p/operations/old");
+    assert!(store.unindexed(10).await.unwrap().is_empty());
+    // Deleting the operation deletes its fields with it.
+    store.delete(&pending[0].name).await.unwrap();
+    let left: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM operation_fields", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 #[test]
 fn refuses_a_database_from_the_future() {
     let dir = tempfile::tempdir().unwrap();
