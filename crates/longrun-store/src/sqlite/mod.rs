@@ -367,6 +367,42 @@ fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     }
 }
 
+/// The SELECT for one page of a listing, and its parameters.
+fn list_statement(query: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = SqlBuilder::new(|n| format!("?{n}"));
+    let parent = query.parent.as_str();
+    if query.parent.has_wildcard() {
+        let pattern: Vec<&str> = parent
+            .split('/')
+            .enumerate()
+            .map(|(i, s)| if i % 2 == 1 && s == "-" { "*" } else { s })
+            .collect();
+        let glob = sql.bind(Param::Text(pattern.join("/")));
+        let slashes = sql.bind(Param::Int(
+            i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX),
+        ));
+        // Ids never contain '/', so with the same number of slashes each
+        // '*' matches exactly one id.
+        sql.push(format!(
+            "parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"
+        ));
+    } else {
+        let placeholder = sql.bind(Param::Text(parent.to_owned()));
+        sql.push(format!("parent = {placeholder}"));
+    }
+    sql.filter(&query.filter);
+    if let Some(Cursor(after)) = query.after {
+        let placeholder = sql.bind(Param::Int(after));
+        sql.push(format!("seq < {placeholder}"));
+    }
+    let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+    let text = format!(
+        "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}",
+        sql.where_clause()
+    );
+    (text, to_params(&sql.params))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(op.name = %new.name))]
@@ -412,38 +448,7 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Listed>> {
-        let mut sql = SqlBuilder::new(|n| format!("?{n}"));
-        let parent = query.parent.as_str();
-        if query.parent.has_wildcard() {
-            let pattern: Vec<&str> = parent
-                .split('/')
-                .enumerate()
-                .map(|(i, s)| if i % 2 == 1 && s == "-" { "*" } else { s })
-                .collect();
-            let glob = sql.bind(Param::Text(pattern.join("/")));
-            let slashes = sql.bind(Param::Int(
-                i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX),
-            ));
-            // Ids never contain '/', so with the same number of slashes each
-            // '*' matches exactly one id.
-            sql.push(format!(
-                "parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"
-            ));
-        } else {
-            let placeholder = sql.bind(Param::Text(parent.to_owned()));
-            sql.push(format!("parent = {placeholder}"));
-        }
-        sql.filter(&query.filter);
-        if let Some(Cursor(after)) = query.after {
-            let placeholder = sql.bind(Param::Int(after));
-            sql.push(format!("seq < {placeholder}"));
-        }
-        let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
-        let text = format!(
-            "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}",
-            sql.where_clause()
-        );
-        let params = to_params(&sql.params);
+        let (text, params) = list_statement(query);
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&text).map_err(db)?;
             let rows = statement
