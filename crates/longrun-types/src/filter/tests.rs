@@ -102,6 +102,20 @@ fn literals_take_their_field_kind() {
     assert_eq!(Filter::parse("   ").unwrap(), Filter::default());
 }
 
+/// Each `(filter, column, words)` is refused at `column` with a message
+/// containing `words`.
+fn assert_invalid(cases: &[(&str, usize, &str)], schema: &dyn Schema) {
+    for (filter, column, needle) in cases {
+        match Filter::parse_with(filter, schema) {
+            Err(Error::InvalidFilter { column: at, message }) => {
+                assert!(message.contains(needle), "{filter:?}: {message:?} lacks {needle:?}");
+                assert_eq!(at, *column, "{filter:?}: {message}");
+            }
+            other => panic!("{filter:?} should be invalid, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn invalid_filters_say_what_and_where() {
     let cases: &[(&str, usize, &str)] = &[
@@ -133,15 +147,7 @@ fn invalid_filters_say_what_and_where() {
         ("= true", 1, "expected a field"),
         ("done = true AND AND done = false", 17, "expected a field"),
     ];
-    for (filter, column, needle) in cases {
-        match Filter::parse(filter) {
-            Err(Error::InvalidFilter { column: at, message }) => {
-                assert!(message.contains(needle), "{filter:?}: {message:?} lacks {needle:?}");
-                assert_eq!(at, *column, "{filter:?}: {message}");
-            }
-            other => panic!("{filter:?} should be invalid, got {other:?}"),
-        }
-    }
+    assert_invalid(cases, &StandardOnly);
 }
 
 fn custom(text: &str) -> Expr {
@@ -232,15 +238,7 @@ fn invalid_custom_filters_say_what_and_where() {
         ("metadata.rowz = 1", 1, "no registered metadata or response type"),
         ("response.valid = yes", 18, "is a boolean"),
     ];
-    for (filter, column, needle) in cases {
-        match Filter::parse_with(filter, &FixtureSchema) {
-            Err(Error::InvalidFilter { column: at, message }) => {
-                assert!(message.contains(needle), "{filter:?}: {message:?} lacks {needle:?}");
-                assert_eq!(at, *column, "{filter:?}: {message}");
-            }
-            other => panic!("{filter:?} should be invalid, got {other:?}"),
-        }
-    }
+    assert_invalid(cases, &FixtureSchema);
     // Without a schema, custom fields are unknown, with a hint.
     let err = Filter::parse("metadata.rowsImported = 1").unwrap_err().to_string();
     assert!(err.contains("need their types registered"), "{err}");
