@@ -25,7 +25,7 @@ const DEPTH: usize = 1000;
 /// Operation `i`: verb `VERBS[i % 4]`; every even one succeeded, every
 /// tenth-plus-one failed with NOT_FOUND, the rest are running.
 fn outcome(i: usize) -> Option<Outcome> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Some(Outcome::Response(Payload {
             type_url: "type.googleapis.com/google.protobuf.Struct".into(),
             value: Vec::new().into(),
@@ -75,7 +75,7 @@ async fn populate(store: Arc<SqliteStore>, operations: usize) {
             });
         }
         while tasks.join_next().await.is_some() {}
-        if (first + BATCH) % 100_000 == 0 {
+        if (first + BATCH).is_multiple_of(100_000) {
             eprintln!("  {} operations in {:.0?}", first + BATCH, started.elapsed());
         }
     }

@@ -192,16 +192,16 @@ fn lists_filter_on_the_registered_metadata_and_response_fields() {
             .collect()
     };
     // Proto3 JSON names, typed from the example's descriptors.
-    assert_eq!(names("response.rowCount > 100"), [big.clone()]);
-    assert_eq!(names("response.rowCount <= 100"), [small.clone()]);
+    assert_eq!(names("response.rowCount > 100"), [big.as_str()]);
+    assert_eq!(names("response.rowCount <= 100"), [small.as_str()]);
     assert_eq!(
         names("metadata.phase = done AND metadata.rowsRead >= 500"),
-        [big.clone()]
+        [big.as_str()]
     );
-    assert_eq!(names("metadata.rowsRead > 1 response.rowCount < 10"), [small.clone()]);
+    assert_eq!(names("metadata.rowsRead > 1 response.rowCount < 10"), [small.as_str()]);
     assert_eq!(
         names("metadata.dataset = \"*/datasets/cities\""),
-        [small.clone(), big.clone()]
+        [small.as_str(), big.as_str()]
     );
     // Mistakes are INVALID_ARGUMENT, saying what is wrong and where.
     let (status, error) = list("metadata.rowsRed > 1");
