@@ -49,12 +49,23 @@ fn google_clients_drive_the_real_server() {
         .arg(format!("--grpc_python_out={}", generated.path().display()))
         .arg(root.join("proto/longrun/v1/metadata.proto"))
         .arg(root.join("proto/longrun/v1/control.proto")));
-    let server = Server::start(&["--max-wait", "30s"]);
+    // A producer's own types: Python modules for the clients, a descriptor
+    // set for the server.
+    let types = generated.path().join("example-types.pb");
+    run(Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(root.join("tests/interop/protos"))
+        .arg(format!("--python_out={}", generated.path().display()))
+        .arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", types.display()))
+        .arg(root.join("tests/interop/protos/example/imports/v1/imports.proto")));
+    let server = Server::start(&["--max-wait", "30s", "--descriptors", types.to_str().unwrap()]);
     let status = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/interop"])
         .current_dir(&root)
         .env("LONGRUN_ENDPOINT", &server.endpoint)
         .env("LONGRUN_PROTO_PY", generated.path())
+        .env("LONGRUN_EXAMPLE_TYPES", "1")
         .status()
         .unwrap();
     assert!(status.success(), "the interop suite failed against {}", server.endpoint);
