@@ -68,7 +68,9 @@ def test_rest_and_grpc_clients_filter_on_registered_fields(
 
 
 def test_misspelled_custom_field_is_invalid_argument(rest_ops_client, grpc_ops_client, parent):
+    # REST errors map by HTTP status (400: BadRequest), gRPC ones by code
+    # (INVALID_ARGUMENT, a BadRequest too).
     for client in (rest_ops_client, grpc_ops_client):
-        with pytest.raises(exceptions.InvalidArgument) as raised:
+        with pytest.raises(exceptions.BadRequest) as raised:
             list(client.list_operations(parent, "metadata.rowsRed > 1"))
         assert "no registered metadata or response type" in str(raised.value)
