@@ -2,9 +2,10 @@
 //! they were issued for, valid on every node sharing the store (the key is
 //! the store's), and expiring after [`LIFETIME`].
 //!
-//! Layout before base64url: version (1) | cursor (8) | issued, seconds since
-//! the epoch (8) | SHA-256 of parent and filter, first 16 bytes | HMAC-SHA256
-//! of all that under the store's key, first 16 bytes.
+//! Layout before base64url: version (1) | cursor: creation time (8), sequence
+//! (8) | issued, seconds since the epoch (8) | SHA-256 of parent and filter,
+//! first 16 bytes | HMAC-SHA256 of all that under the store's key, first 16
+//! bytes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +19,10 @@ use longrun_store::Cursor;
 
 /// How long a page token stays valid.
 pub const LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
-const VERSION: u8 = 1;
-const BODY: usize = 1 + 8 + 8 + 16;
+/// Version 1 tokens (a sequence number only) came before lists were ordered
+/// by creation time; they are refused like any foreign token.
+const VERSION: u8 = 2;
+const BODY: usize = 1 + 16 + 8 + 16;
 const TAG: usize = 16;
 
 #[derive(Debug, Clone)]
@@ -35,7 +38,8 @@ impl PageTokens {
     pub fn issue(&self, cursor: Cursor, parent: &str, filter: &str, now: SystemTime) -> String {
         let mut body = Vec::with_capacity(BODY + TAG);
         body.push(VERSION);
-        body.extend_from_slice(&cursor.0.to_be_bytes());
+        body.extend_from_slice(&cursor.create_time.to_be_bytes());
+        body.extend_from_slice(&cursor.seq.to_be_bytes());
         body.extend_from_slice(&seconds(now).to_be_bytes());
         body.extend_from_slice(&scope(parent, filter));
         let tag = self.tag(&body);
@@ -56,7 +60,7 @@ impl PageTokens {
         mac.update(body);
         mac.verify_truncated_left(tag)
             .map_err(|_| invalid("it has been altered or was issued by another deployment"))?;
-        if body[17..BODY] != scope(parent, filter) {
+        if body[25..BODY] != scope(parent, filter) {
             return Err(invalid(
                 "it was issued for a different parent or filter; start again without a page token",
             ));
@@ -65,11 +69,14 @@ impl PageTokens {
             // The ranges are 8 bytes inside a body of checked length.
             body[range].try_into().unwrap_or_default()
         };
-        let issued = u64::from_be_bytes(field(9..17));
+        let issued = u64::from_be_bytes(field(17..25));
         if seconds(now).saturating_sub(issued) > LIFETIME.as_secs() {
             return Err(invalid("it has expired; start the listing again"));
         }
-        Ok(Cursor(i64::from_be_bytes(field(1..9))))
+        Ok(Cursor {
+            create_time: i64::from_be_bytes(field(1..9)),
+            seq: i64::from_be_bytes(field(9..17)),
+        })
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -107,6 +114,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const CURSOR: Cursor = Cursor {
+        create_time: 1_750_000_000_000_000,
+        seq: 42,
+    };
+
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_750_000_000)
     }
@@ -114,17 +126,17 @@ mod tests {
     #[test]
     fn round_trips_for_the_same_parent_and_filter() {
         let tokens = PageTokens::new([7; 32]);
-        let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
+        let token = tokens.issue(CURSOR, "projects/p", "done = true", now());
         assert_eq!(
             tokens.redeem(&token, "projects/p", "done = true", now()).unwrap(),
-            Cursor(42)
+            CURSOR
         );
     }
 
     #[test]
     fn refuses_changed_scope_expiry_and_other_keys() {
         let tokens = PageTokens::new([7; 32]);
-        let token = tokens.issue(Cursor(42), "projects/p", "done = true", now());
+        let token = tokens.issue(CURSOR, "projects/p", "done = true", now());
         let message = |result: Result<Cursor, Error>| result.unwrap_err().message;
         assert!(
             message(tokens.redeem(&token, "projects/p", "done = false", now())).contains("different parent or filter")
@@ -141,9 +153,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_edit_is_detected(cursor in any::<i64>(), index in 0usize..(BODY + TAG), flip in 1u8..=255) {
+        fn any_edit_is_detected(time in any::<i64>(), seq in any::<i64>(), index in 0usize..(BODY + TAG), flip in 1u8..=255) {
+            let cursor = Cursor { create_time: time, seq };
             let tokens = PageTokens::new([3; 32]);
-            let token = tokens.issue(Cursor(cursor), "p", "f", now());
+            let token = tokens.issue(cursor, "p", "f", now());
             let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
             bytes[index] ^= flip;
             let edited = URL_SAFE_NO_PAD.encode(bytes);

@@ -133,9 +133,13 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
-/// A keyset position in the newest-first order. Opaque outside stores.
+/// A keyset position in the newest-first order: creation time (µs since
+/// the epoch), then the store's sequence number. Opaque outside stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(pub i64);
+pub struct Cursor {
+    pub create_time: i64,
+    pub seq: i64,
+}
 
 #[derive(Debug, Clone)]
 pub struct Listed {

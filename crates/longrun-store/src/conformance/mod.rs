@@ -17,6 +17,7 @@ pub async fn run_tests(store: &dyn Store) {
     request_id_returns_the_first_operation(store).await;
     taken_id_is_already_exists(store).await;
     list_is_newest_first_and_pages_without_repeats(store).await;
+    list_orders_by_creation_time(store).await;
     list_filters_by_done_and_state(store).await;
     list_matches_wildcard_parents(store).await;
     cancel_while_queued_ends_with_code_1(store).await;
@@ -477,6 +478,31 @@ async fn list_is_newest_first_and_pages_without_repeats(store: &dyn Store) {
             .unwrap();
     }
     assert_eq!(seen, ["7", "6", "5", "4", "3", "2", "1"]);
+}
+
+/// Newest first means by creation time (the clock reading the caller
+/// passed), then by arrival: an operation stamped earlier but stored later
+/// (another node's clock) lists after newer ones, and pages keep that order.
+async fn list_orders_by_creation_time(store: &dyn Store) {
+    let at = |id: &str, seconds: u64| NewOperation::new(name("ordering", id), t0() + Duration::from_secs(seconds));
+    for (id, seconds) in [("b", 20), ("a", 10), ("d", 40), ("c", 20)] {
+        store.create(at(id, seconds)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let query = ListQuery {
+            parent: parent("ordering"),
+            filter: Filter::default(),
+            after,
+            limit: 1,
+        };
+        let page = store.list(&query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        seen.push(last.operation.name.id().to_owned());
+        after = Some(last.cursor);
+    }
+    assert_eq!(seen, ["d", "c", "b", "a"]);
 }
 
 async fn list_filters_by_done_and_state(store: &dyn Store) {

@@ -274,7 +274,10 @@ fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>> {
     }
     Ok(Ok(Listed {
         operation,
-        cursor: Cursor(row.get(0)?),
+        cursor: Cursor {
+            create_time: row.get(20)?,
+            seq: row.get(0)?,
+        },
     }))
 }
 
@@ -382,22 +385,25 @@ fn list_statement(query: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
             i64::try_from(parent.matches('/').count()).unwrap_or(i64::MAX),
         ));
         // Ids never contain '/', so with the same number of slashes each
-        // '*' matches exactly one id.
+        // '*' matches exactly one id. The unary `+` keeps the planner off
+        // the parent index (a prefix range it would then have to sort):
+        // the list reads `operations_by_create_time` in order instead.
         sql.push(format!(
-            "parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"
+            "+parent GLOB {glob} AND length(parent) - length(replace(parent, '/', '')) = {slashes}"
         ));
     } else {
         let placeholder = sql.bind(Param::Text(parent.to_owned()));
         sql.push(format!("parent = {placeholder}"));
     }
     sql.filter(&query.filter);
-    if let Some(Cursor(after)) = query.after {
-        let placeholder = sql.bind(Param::Int(after));
-        sql.push(format!("seq < {placeholder}"));
+    if let Some(after) = query.after {
+        let time = sql.bind(Param::Int(after.create_time));
+        let seq = sql.bind(Param::Int(after.seq));
+        sql.push(format!("(create_time, seq) < ({time}, {seq})"));
     }
     let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     let text = format!(
-        "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY seq DESC LIMIT {limit}",
+        "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY create_time DESC, seq DESC LIMIT {limit}",
         sql.where_clause()
     );
     (text, to_params(&sql.params))

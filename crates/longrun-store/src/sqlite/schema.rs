@@ -91,14 +91,33 @@ CREATE TABLE operation_fields (
     text_value TEXT,
     PRIMARY KEY (seq, path, n)
 ) WITHOUT ROWID;
-CREATE INDEX operation_fields_by_int ON operation_fields (path, int_value) WHERE int_value IS NOT NULL;
-CREATE INDEX operation_fields_by_real ON operation_fields (path, real_value) WHERE real_value IS NOT NULL;
-CREATE INDEX operation_fields_by_text ON operation_fields (path, text_value) WHERE text_value IS NOT NULL;
+-- Filters read these rows per operation, by the primary key, while the
+-- list walks an operations index in keyset order.
 -- Operations written before this version: the server indexes them at start
 -- (`Store::unindexed`, `Store::reindex`).
 ALTER TABLE operations ADD COLUMN fields_pending INTEGER NOT NULL DEFAULT 0;
 UPDATE operations SET fields_pending = 1 WHERE metadata IS NOT NULL OR response IS NOT NULL;
 CREATE INDEX operations_fields_pending ON operations (seq) WHERE fields_pending = 1;
+"#,
+    r#"
+-- Lists are ordered newest first by (create_time, seq), so that a
+-- createTime range is one index range in list order. Each index a filter
+-- can use ends in that keyset, so a page reads it in order from the token.
+DROP INDEX operations_by_parent;
+DROP INDEX operations_by_done;
+DROP INDEX operations_by_state;
+DROP INDEX operations_by_error_code;
+DROP INDEX operations_by_verb;
+DROP INDEX operations_by_target;
+DROP INDEX operations_by_create_time;
+CREATE INDEX operations_by_parent ON operations (parent, create_time, seq);
+CREATE INDEX operations_by_done ON operations (parent, done, create_time, seq);
+CREATE INDEX operations_by_state ON operations (parent, state, create_time, seq);
+CREATE INDEX operations_by_error_code ON operations (parent, error_code, create_time, seq) WHERE error_code IS NOT NULL;
+CREATE INDEX operations_by_verb ON operations (verb, create_time, seq);
+CREATE INDEX operations_by_target ON operations (target, create_time, seq);
+-- Lists across parents (`-` wildcards) read this one in order.
+CREATE INDEX operations_by_create_time ON operations (create_time, seq);
 "#,
 ];
 

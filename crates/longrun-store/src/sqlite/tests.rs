@@ -332,7 +332,7 @@ fn indexed_filters_read_an_index_in_keyset_order() {
     // Statistics as a large table would have them, so the planner chooses
     // as it would in production.
     conn.execute_batch("ANALYZE").unwrap();
-    for filter in [
+    for (parent, filter) in [
         "",
         "done = true",
         "metadata.state = SUCCEEDED",
@@ -340,11 +340,23 @@ fn indexed_filters_read_an_index_in_keyset_order() {
         "metadata.verb = import",
         "metadata.target = \"datasets/a\"",
         "metadata.createTime >= \"2025-01-01T00:00:00Z\"",
-    ] {
+        "metadata.createTime < \"2025-01-01T00:00:00Z\"",
+        "done = false AND metadata.createTime >= \"2025-01-01T00:00:00Z\"",
+        "metadata.rowsImported > 5",
+    ]
+    .into_iter()
+    .map(|filter| ("projects/p/locations/l", filter))
+    .chain([
+        ("projects/-/locations/-", ""),
+        ("projects/-/locations/l", "done = true"),
+    ]) {
         let query = ListQuery {
-            parent: Parent::parse("projects/p/locations/l").unwrap(),
-            filter: Filter::parse(filter).unwrap(),
-            after: Some(Cursor(1_000_000)),
+            parent: Parent::parse_pattern(parent).unwrap(),
+            filter: Filter::parse_with(filter, &longrun_types::filter::arbitrary::FixtureSchema).unwrap(),
+            after: Some(Cursor {
+                create_time: 1_750_000_000_000_000,
+                seq: 1_000_000,
+            }),
             limit: 100,
         };
         let (text, params) = list_statement(&query);
