@@ -82,6 +82,18 @@ async fn populate(store: Arc<SqliteStore>, operations: usize) {
     eprintln!("populated {operations} operations in {:.1?}", started.elapsed());
 }
 
+/// The creation time of the newest operation.
+async fn store_newest(path: &std::path::Path) -> SystemTime {
+    let store = SqliteStore::open(path).unwrap();
+    let query = ListQuery {
+        parent: Parent::parse(PARENT).unwrap(),
+        filter: Filter::default(),
+        after: None,
+        limit: 1,
+    };
+    store.list(&query).await.unwrap()[0].operation.create_time
+}
+
 struct Figures {
     median: Duration,
     p95: Duration,
@@ -140,14 +152,23 @@ async fn main() {
     println!();
     println!("| filter | matches | page 1 median | page 1 p95 | page {DEPTH} median | page {DEPTH} p95 |");
     println!("|---|---|---|---|---|---|");
+    // Operation i was created at t0 + i ms: cut at the newest minus 150 s
+    // and minus 500 s.
+    let newest = store_newest(&path).await;
+    let cut = |seconds: u64| humantime::format_rfc3339_micros(newest - Duration::from_secs(seconds)).to_string();
+    let recent = format!("metadata.createTime > \"{}\"", cut(150));
+    let older = format!("metadata.createTime <= \"{}\"", cut(500));
     let filters = [
-        ("", operations),
-        ("metadata.state = SUCCEEDED", operations / 2),
-        ("done = false", operations * 2 / 5),
-        ("metadata.verb = import", operations / 4),
-        ("error.code = NOT_FOUND", operations / 10),
+        (String::new(), operations),
+        ("metadata.state = SUCCEEDED".into(), operations / 2),
+        ("done = false".into(), operations * 2 / 5),
+        ("metadata.verb = import".into(), operations / 4),
+        ("error.code = NOT_FOUND".into(), operations / 10),
+        (recent, 150_000.min(operations)),
+        (older, operations.saturating_sub(500_000)),
     ];
     for (filter, matches) in filters {
+        let filter = filter.as_str();
         let mut options = ListOptions {
             filter: filter.into(),
             page_size: PAGE,

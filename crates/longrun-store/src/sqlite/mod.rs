@@ -395,12 +395,15 @@ fn list_statement(query: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
         let placeholder = sql.bind(Param::Text(parent.to_owned()));
         sql.push(format!("parent = {placeholder}"));
     }
-    sql.filter(&query.filter);
+    // The page token's position goes before the filter: SQLite bounds an
+    // index range by the first matching term, and the token's bound is the
+    // tighter one (its row passed the filter's own `createTime` bounds).
     if let Some(after) = query.after {
         let time = sql.bind(Param::Int(after.create_time));
         let seq = sql.bind(Param::Int(after.seq));
         sql.push(format!("(create_time, seq) < ({time}, {seq})"));
     }
+    sql.filter(&query.filter);
     let limit = sql.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     let text = format!(
         "SELECT {COLUMNS} FROM operations WHERE {} ORDER BY create_time DESC, seq DESC LIMIT {limit}",
