@@ -187,16 +187,20 @@ impl Registry {
         let Some(descriptor) = self.pool.get_message_by_name(payload.type_name()) else {
             return Vec::new();
         };
-        if is_plumbing(&descriptor) {
-            return Vec::new();
+        match DynamicMessage::decode(descriptor, payload.value.as_ref()) {
+            Ok(message) => index_message(root, &message),
+            Err(_) => Vec::new(),
         }
-        let Ok(message) = DynamicMessage::decode(descriptor, payload.value.as_ref()) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        walk(&message, root, 0, &mut out);
-        out
     }
+}
+
+/// The filterable values of a decoded payload (none for plumbing types).
+pub(crate) fn index_message(root: &str, message: &DynamicMessage) -> Vec<Indexed> {
+    let mut out = Vec::new();
+    if !is_plumbing(&message.descriptor()) {
+        walk(message, root, 0, &mut out);
+    }
+    out
 }
 
 fn walk(message: &DynamicMessage, prefix: &str, depth: usize, out: &mut Vec<Indexed>) {
@@ -435,5 +439,9 @@ mod tests {
             value: Vec::new().into(),
         };
         assert!(registry.indexed("metadata", &unknown).is_empty());
+        assert!(matches!(
+            registry.check_and_index("metadata", &unknown),
+            Err(crate::Error::UnknownType { .. })
+        ));
     }
 }

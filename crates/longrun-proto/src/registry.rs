@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::{DESCRIPTOR_SET, TYPE_URL_PREFIX};
 use longrun_types::Payload;
+use longrun_types::filter::Indexed;
 
 const STRUCT: &str = "google.protobuf.Struct";
 const VALUE: &str = "google.protobuf.Value";
@@ -150,6 +151,18 @@ impl Registry {
     /// Checks that a payload's type is known and its bytes decode as it, so
     /// that nothing stored can later fail to serve.
     pub fn check_payload(&self, payload: &Payload) -> Result<(), Error> {
+        self.checked(payload).map(drop)
+    }
+
+    /// Checks a payload as [`Registry::check_payload`] does and returns its
+    /// filterable values under `root`, decoding it once.
+    pub fn check_and_index(&self, root: &str, payload: &Payload) -> Result<Vec<Indexed>, Error> {
+        self.checked(payload)
+            .map(|message| crate::fields::index_message(root, &message))
+    }
+
+    /// The payload decoded, once its type, bytes and nested `Any`s are known.
+    fn checked(&self, payload: &Payload) -> Result<DynamicMessage, Error> {
         let type_name = payload.type_name();
         if !payload.type_url.contains('/') {
             return Err(Error::UnknownType {
@@ -171,7 +184,7 @@ impl Registry {
                     reason: err.to_string(),
                 })
             })?;
-        Ok(())
+        Ok(dynamic)
     }
 
     fn first_unknown_type(&self, json: &Value) -> Option<Error> {

@@ -274,14 +274,14 @@ impl Service {
                 .timeout
                 .map(|timeout| duration("timeout", timeout))
                 .transpose()?;
-            let metadata = self.payload(request.metadata)?;
+            let (metadata, indexed) = self.metadata(request.metadata)?;
             let new = NewOperation {
                 name,
                 request_id,
                 queue,
                 input: self.payload(request.input)?,
-                indexed: self.indexed(METADATA, metadata.as_ref()),
                 metadata,
+                indexed,
                 verb: text("verb", request.verb)?,
                 target: text("target", request.target)?,
                 api_version: text("api_version", request.api_version)?,
@@ -314,11 +314,11 @@ impl Service {
                     format!("progress_percent must be between 0 and 100, got {percent}"),
                 ));
             }
-            let metadata = self.payload(request.metadata)?;
+            let (metadata, indexed) = self.metadata(request.metadata)?;
             let update = Update {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
-                indexed: self.indexed(METADATA, metadata.as_ref()),
                 metadata,
+                indexed,
                 progress_percent: request.progress_percent,
                 status_detail: request
                     .status_detail
@@ -338,11 +338,11 @@ impl Service {
         self.observe(caller, "CompleteOperation", async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Complete, &name.to_string())?;
-            let outcome = match request.result {
+            let (outcome, indexed) = match request.result {
                 Some(complete_operation_request::Result::Response(any)) => {
                     let payload = any_to_payload(any);
-                    self.registry.check_payload(&payload)?;
-                    Outcome::Response(payload)
+                    let indexed = self.registry.check_and_index(RESPONSE, &payload)?;
+                    (Outcome::Response(payload), indexed)
                 }
                 Some(complete_operation_request::Result::Error(status)) => {
                     let status = status_from_wire(status);
@@ -355,7 +355,7 @@ impl Service {
                     for detail in &status.details {
                         self.registry.check_payload(detail)?;
                     }
-                    Outcome::Error(status)
+                    (Outcome::Error(status), Vec::new())
                 }
                 None => {
                     return Err(Error::invalid(
@@ -363,10 +363,6 @@ impl Service {
                         "a completion needs exactly one of response and error",
                     ));
                 }
-            };
-            let indexed = match &outcome {
-                Outcome::Response(payload) => self.indexed(RESPONSE, Some(payload)),
-                Outcome::Error(_) => Vec::new(),
             };
             let completion = Completion {
                 lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
@@ -517,6 +513,15 @@ impl Service {
         let payload = any_to_payload(any);
         self.registry.check_payload(&payload)?;
         Ok(Some(payload))
+    }
+
+    /// Producer metadata, checked like [`Service::payload`], with its
+    /// filterable values (read in the same decode).
+    fn metadata(&self, any: Option<prost_types::Any>) -> Result<(Option<Payload>, Vec<Indexed>), Error> {
+        let Some(any) = any else { return Ok((None, Vec::new())) };
+        let payload = any_to_payload(any);
+        let indexed = self.registry.check_and_index(METADATA, &payload)?;
+        Ok((Some(payload), indexed))
     }
 }
 
