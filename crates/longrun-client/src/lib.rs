@@ -18,6 +18,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `https://` endpoints are verified against the system's certificate
+//! store (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honored), with rustls on
+//! `ring`: a process without a default rustls crypto provider gets ring's.
+//!
 //! Payloads (`metadata`, `response`, error details) are proto3 JSON values
 //! with their `@type`, exactly as the server sent them; the standard
 //! `longrun.v1.OperationMetadata` has a typed view in [`Metadata`].
@@ -202,6 +206,9 @@ impl Client {
                 "endpoint {endpoint:?} must start with http:// or https://"
             )));
         }
+        // rustls without a built-in provider: ring, unless the process
+        // chose one already (then this does nothing).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -234,7 +241,7 @@ impl Client {
         }
         let transport = |err: reqwest::Error| Error::Transport {
             endpoint: self.endpoint.clone(),
-            reason: err.to_string(),
+            reason: causes(&err),
         };
         let response = request.send().await.map_err(transport)?;
         let http_status = response.status();
@@ -334,6 +341,14 @@ impl Client {
             .await
     }
 
+    /// Hands a claimed operation back to its queue without spending an
+    /// attempt (the worker is shutting down).
+    pub async fn release(&self, name: &str, lease_token: &str) -> Result<Operation, Error> {
+        let body = serde_json::json!({ "leaseToken": lease_token });
+        self.call(reqwest::Method::POST, &format!("{name}:release"), &[], Some(&body))
+            .await
+    }
+
     /// Leases the next queued operation of `queue` under `parent`, waiting up
     /// to `wait` for one to arrive. `None` when none did.
     pub async fn claim(&self, parent: &str, request: &ClaimRequest) -> Result<Option<Claim>, Error> {
@@ -416,4 +431,20 @@ pub struct Claim {
 /// A duration in proto3 JSON form.
 pub fn duration_json(duration: Duration) -> String {
     format!("{}s", duration.as_secs_f64())
+}
+
+/// An error and its causes, `: `-separated; reqwest's own text names only
+/// the request ("error sending request for url …"), its causes say why
+/// (connection refused, an untrusted certificate).
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -30,6 +30,16 @@ pub fn to_wire(op: &Operation) -> longrunning::Operation {
     }
 }
 
+/// An operation with longrun's standard view of it, whatever its
+/// producer's metadata type.
+pub fn operation_view(op: &Operation) -> crate::longrun::v1::OperationView {
+    crate::longrun::v1::OperationView {
+        operation: Some(to_wire(op)),
+        standard: Some(standard_metadata(op)),
+        queue: op.queue.clone().unwrap_or_default(),
+    }
+}
+
 /// The standard metadata longrun serves for an operation.
 pub fn standard_metadata(op: &Operation) -> OperationMetadata {
     OperationMetadata {
@@ -107,6 +117,7 @@ mod tests {
             status_detail: "halfway".into(),
             progress_percent: 50,
             cancel_requested: false,
+            cancel_time: None,
             attempt: 1,
             max_attempts: 3,
             request_id: None,
@@ -115,6 +126,7 @@ mod tests {
             end_time: None,
             deadline: None,
             lease: None,
+            finished_by: None,
         }
     }
 

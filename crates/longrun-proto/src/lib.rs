@@ -6,16 +6,17 @@
 //! compiled into this crate ([`DESCRIPTOR_SET`]) plus any the operator loads
 //! with `--descriptors`. Nothing here hand-writes JSON for a message.
 
+pub mod codec;
 mod convert;
 mod fields;
 mod registry;
 
 pub use convert::{
-    any_to_payload, decode_status, encode_status, payload_to_any, standard_metadata, status_from_wire, status_to_wire,
-    to_wire,
+    any_to_payload, decode_status, encode_status, operation_view, payload_to_any, standard_metadata, status_from_wire,
+    status_to_wire, to_wire,
 };
 pub use fields::MAX_INDEXED;
-pub use registry::{Error, Registry, type_untyped};
+pub use registry::{Enums, Error, Registry, type_untyped};
 
 /// `type.googleapis.com/` + a message's full name.
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";

@@ -32,6 +32,15 @@ pub enum Error {
     Descriptors(String),
 }
 
+/// How JSON writes enum values: by name (proto3 JSON's default) or by
+/// number, as Google's `$alt=json;enum-encoding=int` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Enums {
+    #[default]
+    Names,
+    Numbers,
+}
+
 /// Maps messages between binary protobuf and proto3 JSON using descriptors.
 /// Cloning is cheap: the pool is shared.
 #[derive(Debug, Clone)]
@@ -106,24 +115,33 @@ impl Registry {
 
     /// Proto3 JSON of a message, `Any` fields resolved through the registry.
     pub fn to_json<M: prost::Message>(&self, full_name: &str, message: &M) -> Result<Value, Error> {
-        self.bytes_to_json(full_name, &message.encode_to_vec())
+        self.to_json_with(full_name, message, Enums::Names)
     }
 
-    fn bytes_to_json(&self, full_name: &str, bytes: &[u8]) -> Result<Value, Error> {
+    /// [`Registry::to_json`], with enum values written as `enums` asks.
+    pub fn to_json_with<M: prost::Message>(&self, full_name: &str, message: &M, enums: Enums) -> Result<Value, Error> {
+        self.bytes_to_json(full_name, &message.encode_to_vec(), enums)
+    }
+
+    fn bytes_to_json(&self, full_name: &str, bytes: &[u8], enums: Enums) -> Result<Value, Error> {
         let descriptor = self.descriptor(full_name)?;
         let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(|err| Error::Binary {
             type_name: full_name.to_owned(),
             reason: err.to_string(),
         })?;
-        let options = SerializeOptions::new().skip_default_fields(true);
-        dynamic
+        let options = SerializeOptions::new()
+            .skip_default_fields(true)
+            .use_enum_numbers(enums == Enums::Numbers);
+        let mut json = dynamic
             .serialize_with_options(serde_json::value::Serializer, &options)
             .map_err(|err| {
                 self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
                     message: full_name.to_owned(),
                     reason: err.to_string(),
                 })
-            })
+            })?;
+        whole_numbers_as_integers(&mut json);
+        Ok(json)
     }
 
     /// Parses the proto3 JSON form of a message; unknown fields and unknown
@@ -214,6 +232,29 @@ impl Registry {
     }
 }
 
+/// Writes doubles that hold a whole number as integers (`6`, not `6.0`), as
+/// Google's servers print them: a `Struct` cannot tell 6 from 6.0, and the
+/// value a client sent as `6` should come back as `6`. Only exact ones
+/// (magnitude below 2^53).
+fn whole_numbers_as_integers(json: &mut Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match json {
+        Value::Number(number) if number.is_f64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float.abs() < EXACT
+            {
+                #[allow(clippy::cast_possible_truncation)] // Whole and below 2^53: exact.
+                let whole = float as i64;
+                *number = whole.into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
 /// Gives JSON without `@type` the type longrun stores it as: an object
 /// becomes a `google.protobuf.Struct`, anything else a `google.protobuf.Value`.
 /// Typed JSON (and `null`) is left alone.
@@ -245,7 +286,7 @@ mod tests {
                 "progressPercent": 40,
             },
             "done": true,
-            "response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3.0}},
+            "response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3, "ratio": 0.5}},
         });
         let op: Operation = registry.from_json("google.longrunning.Operation", &json).unwrap();
         assert_eq!(
@@ -323,5 +364,49 @@ mod tests {
         let registry = Registry::new();
         let any: prost_types::Any = registry.from_json("google.protobuf.Any", &object).unwrap();
         assert_eq!(any.type_url, "type.googleapis.com/google.protobuf.Struct");
+    }
+}
+
+/// The Python package (`python/`) ships longrun.v1 as a descriptor set; it
+/// must describe the same messages as `proto/`.
+#[cfg(test)]
+mod python_package {
+    use prost::Message as _;
+    use prost_types::FileDescriptorSet;
+
+    /// Every message of a file, as `message: field=number ...`.
+    fn shape(set: &FileDescriptorSet, file: &str) -> Vec<String> {
+        let Some(file) = set.file.iter().find(|f| f.name() == file) else {
+            return Vec::new();
+        };
+        file.message_type
+            .iter()
+            .map(|message| {
+                let fields: Vec<String> = message
+                    .field
+                    .iter()
+                    .map(|field| format!("{}={}:{:?}", field.name(), field.number(), field.r#type()))
+                    .collect();
+                format!("{}: {}", message.name(), fields.join(" "))
+            })
+            .collect()
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+    fn describes_the_protos_of_this_checkout() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let shipped = std::fs::read(root.join("python/src/longrun/descriptors.binpb")).unwrap();
+        let shipped = FileDescriptorSet::decode(shipped.as_slice()).unwrap();
+        let current = FileDescriptorSet::decode(crate::DESCRIPTOR_SET).unwrap();
+        for file in ["longrun/v1/metadata.proto", "longrun/v1/control.proto"] {
+            assert_eq!(
+                shape(&shipped, file),
+                shape(&current, file),
+                "python/src/longrun/descriptors.binpb is out of date for {file}; regenerate it with \
+                 python -m grpc_tools.protoc -I proto --descriptor_set_out=python/src/longrun/descriptors.binpb \
+                 proto/longrun/v1/metadata.proto proto/longrun/v1/control.proto"
+            );
+        }
     }
 }

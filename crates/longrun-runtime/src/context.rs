@@ -3,18 +3,18 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Error;
-use longrun_store::{Store, Update};
+use longrun_store::{Clock, Store, Update};
 use longrun_types::{Code, OperationName, Payload};
 
 /// One claimed operation, shared by its handler and its heartbeat task.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
     pub registry: longrun_proto::Registry,
     pub name: OperationName,
     pub lease_token: String,
@@ -32,7 +32,7 @@ impl Job {
     /// empty) and acts on the answer.
     pub async fn report(&self, mut update: Update) -> Result<(), Error> {
         update.lease_token = Some(self.lease_token.clone());
-        match self.store.update(&self.name, update, SystemTime::now()).await {
+        match self.store.update(&self.name, update, self.clock.now()).await {
             Ok(operation) => {
                 if operation.cancel_requested && !self.cancel_requested.swap(true, Ordering::SeqCst) {
                     tracing::info!(op.name = %self.name, "cancellation requested");

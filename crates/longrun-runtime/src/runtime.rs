@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Job;
 use crate::{Context, Error, Handler};
 use longrun_proto::Registry;
-use longrun_store::{Backoff, ClaimRequest, Completion, Store, Update, claim_or_wait};
+use longrun_store::{Backoff, ClaimRequest, Clock, Completion, Store, SystemClock, Update};
 use longrun_types::{Code, Operation, Outcome, Parent, Payload};
+use tracing::Instrument as _;
 
 /// How long one claim long-polls before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
@@ -21,6 +22,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// [`Runtime::handle`], then [`Runtime::run`] it until shutdown.
 pub struct Runtime {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     registry: Registry,
     parent: Parent,
     worker: String,
@@ -46,6 +48,7 @@ impl Runtime {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
+            clock: Arc::new(SystemClock),
             registry: Registry::new(),
             parent: Parent::root(),
             worker: format!("longrun-runtime-{}", std::process::id()),
@@ -96,6 +99,14 @@ impl Runtime {
         self
     }
 
+    /// The clock leases are measured by: the server's, so that both agree
+    /// (a [`longrun_store::StoreClock`] when several nodes share the store).
+    /// The system clock by default.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
         self.retry = backoff;
         self
@@ -109,6 +120,7 @@ impl Runtime {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let shared = Arc::new(Shared {
             store: self.store,
+            clock: self.clock,
             registry: self.registry,
             parent: self.parent,
             worker: self.worker,
@@ -134,6 +146,7 @@ impl Runtime {
 
 struct Shared {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     registry: Registry,
     parent: Parent,
     worker: String,
@@ -141,6 +154,9 @@ struct Shared {
     retry: Backoff,
 }
 
+/// Claims from one queue while the runtime runs. A concurrency slot is
+/// taken only once the queue has something claimable, so an idle queue
+/// never holds one that another queue's work could use.
 async fn claim_loop(
     shared: Arc<Shared>,
     queue: String,
@@ -151,36 +167,35 @@ async fn claim_loop(
     let mut jobs = JoinSet::new();
     loop {
         while jobs.try_join_next().is_some() {}
+        match work_arrives(&shared, &queue, &stop).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(err) => {
+                tracing::warn!(%queue, error = %err, "cannot watch the queue; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit { Ok(permit) => permit, Err(_) => break },
             () = stop.cancelled() => break,
         };
-        let request = |now| ClaimRequest {
+        let request = ClaimRequest {
             parent: shared.parent.clone(),
             queue: queue.clone(),
             worker: shared.worker.clone(),
             lease_duration: shared.lease,
-            now,
+            now: shared.clock.now(),
+            within: None,
         };
-        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-        match claim_or_wait(
-            shared.store.as_ref(),
-            request,
-            SystemTime::now,
-            deadline,
-            stop.cancelled(),
-        )
-        .await
-        {
+        match shared.store.claim(request).await {
             Ok(Some(operation)) => {
-                jobs.spawn(run_job(
-                    shared.clone(),
-                    handler.clone(),
-                    operation,
-                    stop.clone(),
-                    permit,
-                ));
+                let span = tracing::info_span!("job", op.name = %operation.name, attempt = operation.attempt);
+                jobs.spawn(run_job(shared.clone(), handler.clone(), operation, stop.clone(), permit).instrument(span));
             }
+            // Another claimer was faster: wait for the next one.
             Ok(None) => {}
             Err(err) => {
                 tracing::warn!(%queue, error = %err, "claim failed; retrying");
@@ -194,6 +209,37 @@ async fn claim_loop(
     while jobs.join_next().await.is_some() {}
 }
 
+/// Waits until `queue` (under the runtime's parent) may have something to
+/// claim: at once if it does now, else when an operation is queued or a
+/// retry's backoff ends. `false` when the runtime stops first.
+async fn work_arrives(shared: &Shared, queue: &str, stop: &CancellationToken) -> longrun_store::Result<bool> {
+    // Subscribe before looking, so nothing queued in between is missed.
+    let mut changes = shared.store.changes();
+    let wake = match shared.store.next_claimable(&shared.parent, queue).await? {
+        Some(at) => {
+            let wait = at.duration_since(shared.clock.now()).unwrap_or_default();
+            if wait.is_zero() {
+                return Ok(true);
+            }
+            tokio::time::Instant::now() + wait.min(CLAIM_WAIT)
+        }
+        None => tokio::time::Instant::now() + CLAIM_WAIT,
+    };
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) if change.queued.as_deref() == Some(queue) => return Ok(true),
+                Ok(_) => {}
+                // Missed some: look again.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Ok(true),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(false),
+            },
+            () = tokio::time::sleep_until(wake) => return Ok(true),
+            () = stop.cancelled() => return Ok(false),
+        }
+    }
+}
+
 async fn run_job(
     shared: Arc<Shared>,
     handler: Arc<dyn Erased>,
@@ -204,6 +250,7 @@ async fn run_job(
     let Some(lease) = operation.lease.clone() else { return };
     let job = Arc::new(Job {
         store: shared.store.clone(),
+        clock: shared.clock.clone(),
         registry: shared.registry.clone(),
         name: operation.name.clone(),
         lease_token: lease.token,
@@ -212,14 +259,10 @@ async fn run_job(
         cancel_requested: operation.cancel_requested.into(),
         lost: false.into(),
     });
-    let span = tracing::info_span!("job", op.name = %job.name, attempt = job.attempt);
     let finished = CancellationToken::new();
-    let heartbeats = tokio::spawn(heartbeat(job.clone(), shared.lease / 3, finished.clone()));
-    let result = {
-        let _entered = span.enter();
-        tracing::info!("running");
-        handler.run(job.clone(), operation.input).await
-    };
+    let heartbeats = tokio::spawn(heartbeat(job.clone(), shared.lease / 3, finished.clone()).in_current_span());
+    tracing::info!("running");
+    let result = handler.run(job.clone(), operation.input).await;
     finished.cancel();
     let _ = heartbeats.await;
     if job.lost.load(Ordering::SeqCst) {
@@ -230,7 +273,7 @@ async fn run_job(
         Err(_) if shutting_down => {
             if let Err(err) = shared
                 .store
-                .release(&job.name, &job.lease_token, SystemTime::now())
+                .release(&job.name, &job.lease_token, shared.clock.now())
                 .await
             {
                 tracing::warn!(op.name = %job.name, error = %err, "cannot hand the operation back");
@@ -252,7 +295,7 @@ async fn run_job(
         indexed,
         retry: outcome.1,
     };
-    match shared.store.complete(&job.name, completion, SystemTime::now()).await {
+    match shared.store.complete(&job.name, completion, shared.clock.now()).await {
         Ok(operation) => tracing::info!(op.name = %job.name, state = %operation.state, "finished"),
         Err(err) => tracing::warn!(op.name = %job.name, error = %err, "cannot report the outcome"),
     }

@@ -11,7 +11,8 @@ use prost_types::value::Kind;
 use tokio::sync::{Notify, oneshot};
 
 use longrun_runtime::{Context, Error, Handler, Runtime, Struct, async_trait};
-use longrun_store::{Backoff, NewOperation, SqliteStore, Store};
+use longrun_store::{Backoff, NewOperation, Store};
+use longrun_store_sqlite::SqliteStore;
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, State};
 
 struct Fixture {
@@ -290,4 +291,27 @@ async fn delete_stops_the_handler() {
     }
     fixture.shutdown().await;
     assert!(fixture.store.get(&name).await.is_err(), "nothing was written back");
+}
+
+/// An idle queue holds no concurrency slot while it waits: with one slot,
+/// another queue's work starts at once.
+#[tokio::test]
+async fn an_idle_queue_does_not_hold_a_slot() {
+    let mut fixture = Fixture::new();
+    // The idle queue's loop starts first; before, it took the only slot for
+    // its 30 s long-poll.
+    fixture.start(|runtime| runtime.concurrency(1).handle("idle", Double).handle("busy", Double));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut input = Struct::default();
+    input.insert("n", number(4.0));
+    let name = fixture.create("work", "busy", Some(input)).await;
+    let started = Instant::now();
+    let op = fixture.wait_for(&name, Operation::done).await;
+    assert_eq!(op.state, State::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    fixture.shutdown().await;
 }

@@ -2,17 +2,23 @@
 //! codes. REST turns a [`Code`] into an HTTP status in `rest`, gRPC into a
 //! `tonic::Code` in `grpc`; nothing else decides codes.
 
+use std::sync::Arc;
+
 use longrun_types::Code;
 
 /// An error as callers see it: a canonical code, a message, and the
-/// AIP-193 `ErrorInfo` reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// AIP-193 `ErrorInfo` reason; and, for the log only, what caused it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Error {
     pub code: Code,
     pub message: String,
     /// UPPER_SNAKE_CASE, stable: clients may match on it.
     pub reason: &'static str,
+    /// The fault underneath (a database error, say): logged with the
+    /// request id, never sent to the caller.
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -21,6 +27,15 @@ impl Error {
             code,
             reason,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `source`.
+    pub fn caused_by(self, source: Arc<dyn std::error::Error + Send + Sync>) -> Self {
+        Self {
+            source: Some(source),
+            ..self
         }
     }
 
@@ -42,12 +57,33 @@ impl Error {
     }
 
     /// Logs the error under the request's id: faults as errors with their
-    /// full message, refusals at debug level.
+    /// full message and every cause, refusals at debug level.
     pub fn log(&self, request_id: &str) {
         if self.is_fault() {
-            tracing::error!(request_id, code = %self.code, reason = self.reason, error = %self.message, "server fault");
+            let mut causes = Vec::new();
+            let mut cause = self
+                .source
+                .as_deref()
+                .map(|source| source as &(dyn std::error::Error + 'static));
+            while let Some(error) = cause {
+                causes.push(error.to_string());
+                cause = error.source();
+            }
+            let causes = causes.join(": ");
+            tracing::error!(request_id, code = %self.code, reason = self.reason, error = %self.message, cause = %causes, "server fault");
         } else {
             tracing::debug!(request_id, code = %self.code, reason = self.reason, error = %self.message, "request refused");
+        }
+    }
+
+    /// Logs why a stream ended: a shutdown or a slow client is news, not
+    /// a fault; anything else is logged as [`Error::log`] does.
+    pub fn log_ending(&self, request_id: &str) {
+        match self.reason {
+            "SHUTTING_DOWN" | "WATCH_TOO_SLOW" => {
+                tracing::info!(request_id, reason = self.reason, "watch stream ended");
+            }
+            _ => self.log(request_id),
         }
     }
 
@@ -88,7 +124,14 @@ impl From<longrun_store::Error> for Error {
             Store::AlreadyExists(_) => Self::new(Code::AlreadyExists, "OPERATION_EXISTS", message),
             Store::FailedPrecondition { .. } => Self::new(Code::FailedPrecondition, "OPERATION_DONE", message),
             Store::Aborted { .. } => Self::new(Code::Aborted, "LEASE_MISMATCH", message),
-            Store::Unavailable(_) => Self::new(Code::Unavailable, "STORE_UNAVAILABLE", message),
+            // What the database said stays in the log.
+            Store::Unavailable { cause } => Self::new(
+                Code::Unavailable,
+                "STORE_UNAVAILABLE",
+                "the store is unavailable; try again",
+            )
+            .caused_by(cause),
+            Store::Internal { cause } => Self::internal("the store failed").caused_by(cause),
             Store::Corrupt(_) => Self::internal(message),
             // Non-exhaustive across crates: anything unmapped is our fault.
             _ => Self::internal(message),

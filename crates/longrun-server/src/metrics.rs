@@ -54,8 +54,8 @@ pub(crate) struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    // 0.1 ms to ~3.3 s.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+    // 0.1 ms to ~110 s: Wait and Claim may block for up to `--max-wait`.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
 }
 
 /// The label for an operation's queue; external operations have none.

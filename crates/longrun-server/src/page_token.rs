@@ -25,8 +25,9 @@ const VERSION: u8 = 2;
 const BODY: usize = 1 + 16 + 8 + 16;
 const TAG: usize = 16;
 
+/// Issues and redeems page tokens under one key (the store's).
 #[derive(Debug, Clone)]
-pub(crate) struct PageTokens {
+pub struct PageTokens {
     key: [u8; 32],
 }
 

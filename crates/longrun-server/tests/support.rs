@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use longrun_proto::google::longrunning::operations_client::OperationsClient;
 use longrun_proto::longrun::v1::control_client::ControlClient;
-use longrun_store::SqliteStore;
+use longrun_store_sqlite::SqliteStore;
 
 pub struct TestServer {
     pub endpoint: String,
@@ -39,7 +39,11 @@ impl TestServer {
         }));
         Self {
             endpoint,
-            http: reqwest::Client::new(),
+            http: {
+                // reqwest's TLS comes without a crypto provider; longrun uses ring.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            },
             stop: Some(stop),
             task,
             _dir: dir,

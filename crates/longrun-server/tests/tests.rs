@@ -9,7 +9,13 @@ use serde_json::{Value, json};
 use longrun_proto::google::longrunning::{GetOperationRequest, WaitOperationRequest, operation};
 use support::TestServer;
 
+mod access;
+mod browsers;
+mod fidelity;
+mod hostile;
 mod support;
+mod tls;
+mod watch;
 mod workers;
 
 #[tokio::test]

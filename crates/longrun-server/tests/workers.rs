@@ -83,7 +83,10 @@ async fn progress_is_visible_to_readers() {
         )
         .await;
     assert_eq!(status, 200, "{beat}");
-    assert_eq!(beat["cancelRequested"], Value::Null, "false is omitted in proto3 JSON");
+    assert_eq!(
+        beat["cancelRequested"], false,
+        "a heartbeat always says whether to stop"
+    );
     assert!(beat["leaseExpireTime"].is_string(), "a heartbeat extends the lease");
     let op = state(&server, "p").await;
     assert_eq!(

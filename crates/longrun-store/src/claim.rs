@@ -45,7 +45,7 @@ pub async fn claim_or_wait(
                     Ok(change) if change.queued.as_deref() == Some(queue.as_str()) => break,
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return Err(Error::Unavailable("the store's change feed closed".into())),
+                    Err(RecvError::Closed) => return Err(Error::internal("the store's change feed closed")),
                 },
                 () = tokio::time::sleep_until(wake) => break,
                 () = &mut stop => return Ok(None),

@@ -1,42 +1,71 @@
-//! Storage for operations.
+//! Storage for operations: the API every backend implements.
 //!
-//! [`Store`] is the API the server codes against; [`SqliteStore`] is the
-//! embedded default. Every backend must pass [`conformance::run_tests`].
+//! [`Store`] is what the server and the runtime code against; the backends
+//! live in their own crates (`longrun-store-sqlite`, the embedded default,
+//! and `longrun-store-postgres`, for several nodes on one database), and
+//! every one of them passes [`conformance::run_tests`]. This crate also
+//! holds what backends share: the filter-to-SQL compiler ([`sql`], one
+//! compiler, one dialect per backend), the claim long-poll
+//! ([`claim_or_wait`]) and the clocks ([`Clock`], [`StoreClock`]).
 //!
-//! Contract every backend keeps:
+//! The lifecycle rules are not here: a backend reads an operation, asks
+//! [`longrun_types::lifecycle`] what may happen to it, and writes the
+//! answer. Contract every backend keeps:
 //! - An acknowledged write is durable: the call returns only after the data
 //!   is on stable storage.
-//! - Each state change is one statement fenced by the current state (and
-//!   lease) in its `WHERE`; when nothing matches, the call reports *why*
-//!   ([`Error::NotFound`], [`Error::FailedPrecondition`], [`Error::Aborted`])
-//!   and changes nothing.
+//! - Each state change is one statement fenced by what was read (state,
+//!   attempt, lease, cancellation: [`Fence`]); when nothing matches, the
+//!   call reports *why* ([`Error::NotFound`], [`Error::FailedPrecondition`],
+//!   [`Error::Aborted`]) and changes nothing.
 //! - A done operation has exactly one outcome (enforced by the schema too).
-//! - [`Store::changes`] announces each committed change, after the commit, so
-//!   a waiter that re-reads sees it.
+//! - [`Store::changes`] announces each committed change, after the commit,
+//!   on every node that shares the store, so a waiter that re-reads sees it.
+//! - Errors say whose fault they are: [`Error::Unavailable`] only for a
+//!   lost connection or a timeout (callers may retry), [`Error::Internal`]
+//!   for everything else that went wrong inside; both keep their source.
 
 mod claim;
+mod clock;
 #[cfg(any(test, feature = "conformance"))]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is the failure report.
 pub mod conformance;
-mod filter_sql;
-mod micros;
-mod sqlite;
+pub mod micros;
+pub mod sql;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use longrun_types::filter::{Filter, Indexed};
-use longrun_types::{Operation, OperationName, Outcome, Parent, Payload};
+use longrun_types::lifecycle::{Refusal, Step};
+use longrun_types::{Operation, OperationName, Outcome, Parent, Payload, State};
 
 pub use claim::claim_or_wait;
-pub use sqlite::SqliteStore;
+pub use clock::{Clock, StoreClock, SystemClock};
+pub use longrun_types::lifecycle::{Backoff, Swept};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The underlying error of a fault, kept for the log.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// An error and every error under it, `a: b: c`: drivers often say little
+/// at the top ("db error") and the rest in their sources.
+fn chain(error: &Source) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 /// Why a store call did not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("operation {0:?} not found")]
@@ -49,12 +78,44 @@ pub enum Error {
     /// The caller's lease is stale or wrong; nothing changed.
     #[error("{reason}")]
     Aborted { name: String, reason: String },
-    /// The database cannot be reached or refused the write.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The database could not be reached in time: a lost connection, a
+    /// timeout, no free connection. Retrying may succeed.
+    #[error("the store is unavailable: {}", chain(cause))]
+    Unavailable { cause: Source },
+    /// A fault inside the store: a constraint violation, an SQL bug, an I/O
+    /// error. Never the caller's to fix, and never shown to them.
+    #[error("store fault: {}", chain(cause))]
+    Internal { cause: Source },
     /// Data in the store that should be impossible.
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+impl Error {
+    /// An outage: `cause` is a driver error or a message.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable {
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// A fault: `cause` is a driver error or a message.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal {
+            cause: Arc::from(cause.into()),
+        }
+    }
+
+    /// The error for a lifecycle refusal of the operation `name`.
+    pub fn refused(name: &str, refusal: &Refusal) -> Self {
+        let (name, reason) = (name.to_owned(), refusal.message(name));
+        match refusal {
+            Refusal::LeaseRequired { .. } | Refusal::LeaseLost | Refusal::External => Self::Aborted { name, reason },
+            Refusal::Done(_) | Refusal::NotClaimed | Refusal::Transition { .. } => {
+                Self::FailedPrecondition { name, reason }
+            }
+        }
+    }
 }
 
 /// A new operation, fully decided by the caller (name, clock reading).
@@ -103,6 +164,16 @@ impl NewOperation {
             ..Self::new(name, now)
         }
     }
+
+    /// The state it starts in.
+    pub fn state(&self) -> State {
+        longrun_types::lifecycle::initial_state(self.queue.is_some())
+    }
+
+    /// When it ends with DEADLINE_EXCEEDED if still not done.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.timeout.map(|timeout| self.now + timeout)
+    }
 }
 
 /// What [`Store::create`] did.
@@ -131,6 +202,9 @@ pub struct ListQuery {
     /// Resume strictly after this position (from [`Listed::cursor`]).
     pub after: Option<Cursor>,
     pub limit: usize,
+    /// Only operations whose name is one of these prefixes or lies below
+    /// one (whole segments); `None` for all. What the caller may see.
+    pub within: Option<Vec<String>>,
 }
 
 /// A keyset position in the newest-first order: creation time (µs since
@@ -191,21 +265,6 @@ pub struct Unindexed {
     pub response: Option<Payload>,
 }
 
-/// Exponential backoff between attempts: `initial`, doubling, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before attempt `finished + 1`, after attempt `finished` failed.
-    pub fn delay(&self, finished: i32) -> Duration {
-        let doublings = u32::try_from(finished.saturating_sub(1)).unwrap_or(0).min(30);
-        self.initial.saturating_mul(1 << doublings).min(self.max)
-    }
-}
-
 /// A worker asking for the next queued operation (SPEC §3 Claim).
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -215,6 +274,9 @@ pub struct ClaimRequest {
     pub worker: String,
     pub lease_duration: Duration,
     pub now: SystemTime,
+    /// Only operations whose name is one of these prefixes or lies below
+    /// one; `None` for all. What the worker may claim.
+    pub within: Option<Vec<String>>,
 }
 
 /// What the background sweep enforces (SPEC §3, §4).
@@ -237,18 +299,34 @@ pub struct SweepEvent {
     pub kind: Swept,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Swept {
-    /// The lease expired with attempts left: back to the queue, attempt + 1.
-    Requeued,
-    /// The lease expired on the last attempt: FAILED with UNAVAILABLE.
-    LeaseExpired,
-    /// The operation's `timeout` passed: FAILED with DEADLINE_EXCEEDED.
-    TimedOut,
-    /// `cancel_grace` passed after a cancel: CANCELLED.
-    CancelForced,
-    /// Deleted after `retention`.
-    Purged,
+/// What a fenced statement checks is unchanged since the operation was
+/// read: everything a lifecycle decision depends on. A backend writes it as
+/// `WHERE name = ? AND state = ? AND attempt = ? AND lease_token IS ? AND
+/// cancel_requested = ?`, so a decision made on a stale read changes
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub state: State,
+    pub attempt: i32,
+    pub lease_token: Option<String>,
+    pub cancel_requested: bool,
+}
+
+impl Fence {
+    /// The fence of a live operation as read.
+    pub fn of(op: &Operation) -> Self {
+        Self {
+            state: op.state,
+            attempt: op.attempt,
+            lease_token: op.lease.as_ref().map(|lease| lease.token.clone()),
+            cancel_requested: op.cancel_requested,
+        }
+    }
+}
+
+/// A new lease token: 128 random bits, in hex.
+pub fn lease_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// How much work waits in, and is held from, one queue.
@@ -268,7 +346,29 @@ pub struct Change {
     pub deleted: bool,
     /// The queue, when the change made the operation claimable.
     pub queued: Option<String>,
+    /// Where the change feed stood once this change was announced: every
+    /// change at or before this position has been announced by then. A
+    /// reader that resumes from here ([`Store::changes_after`]) may see
+    /// some changes again, never miss one. Set by the store when it logs
+    /// the change.
+    pub position: u64,
 }
+
+impl Change {
+    /// What writing `step` on `op` announces.
+    pub fn of_step(op: &Operation, step: &Step) -> Self {
+        Self {
+            name: op.name.to_string(),
+            done: step.to().is_done(),
+            deleted: false,
+            queued: matches!(step, Step::Requeue { .. }).then(|| op.queue.clone()).flatten(),
+            position: 0,
+        }
+    }
+}
+
+/// How long the change feed keeps a change for [`Store::changes_after`].
+pub const CHANGE_RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The storage API. Times come from the caller so that stores never read a
 /// clock and tests control time.
@@ -285,8 +385,19 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, name: &OperationName) -> Result<()>;
     async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;
-    /// Committed changes, for waiters. A lagging receiver must re-read.
+    /// Committed changes, for waiters: each announced after its commit, on
+    /// every node sharing the store (a new receiver may also see what
+    /// committed just before it subscribed). A lagging receiver must
+    /// re-read.
     fn changes(&self) -> broadcast::Receiver<Change>;
+    /// The change feed's position now: every change at or before it has
+    /// been announced on [`Store::changes`].
+    async fn position(&self) -> Result<u64>;
+    /// Up to `limit` changes after `position`, in feed order, each with the
+    /// position to resume from after it; `None` when the feed no longer
+    /// reaches back to `position` (kept for [`CHANGE_RETENTION`]) or never
+    /// had it (another store's).
+    async fn changes_after(&self, position: u64, limit: usize) -> Result<Option<Vec<Change>>>;
     /// Leases the oldest claimable operation of `queue` under the parent.
     async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>>;
     /// Hands a leased operation back to its queue without using up an
@@ -310,4 +421,8 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn page_token_key(&self) -> [u8; 32];
     /// Succeeds when the store can serve reads.
     async fn check_ready(&self) -> Result<()>;
+    /// The time by the store's clock. Every node sharing the store reads
+    /// the same clock here, so leases and deadlines mean the same on each
+    /// ([`StoreClock`]); an embedded store answers with the system clock.
+    async fn time(&self) -> Result<SystemTime>;
 }

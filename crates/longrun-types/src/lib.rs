@@ -4,17 +4,19 @@
 //!   their validation (SPEC §1).
 //! - [`Operation`]: everything longrun knows about one operation; the wire
 //!   `google.longrunning.Operation` is a view of it (see `longrun-proto`).
-//! - [`State`] and the transitions between states; [`Outcome`] and
+//! - [`State`] and the transitions between states; [`lifecycle`], the
+//!   rules every store applies; [`Outcome`] and
 //!   [`Status`]/[`Code`] for how an operation ended.
 //! - [`filter`]: the List filter language, parsed into an AST that stores
 //!   compile to SQL.
 
 pub mod filter;
+pub mod lifecycle;
 mod name;
 mod operation;
 mod status;
 
-pub use name::{OperationName, Parent, validate_id};
+pub use name::{MAX_NAME, OperationName, Parent, validate_id};
 pub use operation::{Lease, Operation, Outcome, Payload, State, Transition};
 pub use status::{Code, Status};
 

@@ -10,6 +10,9 @@ use std::fmt;
 use crate::Error;
 
 const MAX_SEGMENT: usize = 63;
+/// Longest name or parent, in bytes: deep enough for any real hierarchy,
+/// short enough that a name is never a payload.
+pub const MAX_NAME: usize = 1024;
 
 /// The collection under which operations live: zero or more `collection/id`
 /// pairs, e.g. `projects/p/locations/l`.
@@ -45,6 +48,9 @@ impl Parent {
     fn parse_inner(path: &str, wildcards: bool) -> Result<Self, Error> {
         if path.is_empty() {
             return Ok(Self::root());
+        }
+        if path.len() > MAX_NAME {
+            return Err(too_long(path));
         }
         let invalid = |reason: String| Error::InvalidName {
             name: path.to_owned(),
@@ -114,6 +120,9 @@ impl OperationName {
                 reason: "an operation's parent cannot contain the \"-\" wildcard".into(),
             });
         }
+        if parent.path.len() + "/operations/".len() + id.len() > MAX_NAME {
+            return Err(too_long(&format!("{}/operations/{id}", parent.path)));
+        }
         Ok(Self {
             parent,
             id: id.to_owned(),
@@ -122,11 +131,16 @@ impl OperationName {
 
     /// Parses `<parent>/operations/<id>`.
     pub fn parse(name: &str) -> Result<Self, Error> {
+        if name.len() > MAX_NAME {
+            return Err(too_long(name));
+        }
         let invalid = |reason: &str| Error::InvalidName {
             name: name.to_owned(),
             reason: reason.to_owned(),
         };
         let (parent, id) = match name.rsplit_once("/operations/") {
+            // "/operations/x" would be another spelling of "operations/x".
+            Some(("", _)) => return Err(invalid("a name does not start with \"/\"")),
             Some((parent, id)) => (parent, id),
             None => match name.strip_prefix("operations/") {
                 Some(id) => ("", id),
@@ -201,9 +215,22 @@ fn check_collection(collection: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The error for a name over [`MAX_NAME`], quoting only its start.
+fn too_long(name: &str) -> Error {
+    let start: String = name.chars().take(64).collect();
+    Error::InvalidName {
+        name: format!("{start}…"),
+        reason: format!("is {} bytes long; the limit is {MAX_NAME}", name.len()),
+    }
+}
+
 fn check_segment(segment: &str) -> Result<(), String> {
     if segment.is_empty() {
         return Err("is empty".into());
+    }
+    // Path segments that URLs resolve away: no resource may be named so.
+    if segment == "." || segment == ".." {
+        return Err("is a relative path segment (\".\" or \"..\"), which cannot name a resource".into());
     }
     if segment.len() > MAX_SEGMENT {
         return Err(format!(
@@ -256,6 +283,9 @@ mod tests {
             ("projects/p/operations/-", "wildcard"),
             ("projects/-/operations/1", "wildcard"),
             ("operations/1/extra", "last two segments"),
+            ("operations/..", "relative path segment"),
+            ("/operations/a", "does not start with"),
+            ("projects/./operations/1", "relative path segment"),
         ];
         for (name, needle) in cases {
             let err = OperationName::parse(name).unwrap_err().to_string();
@@ -269,6 +299,11 @@ mod tests {
                 .contains("limit is 63")
         );
         assert!(OperationName::parse(&format!("operations/{}", "a".repeat(63))).is_ok());
+        let deep = format!("{}operations/x", "projects/p/".repeat(100));
+        let err = OperationName::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("the limit is 1024"), "{err}");
+        assert!(err.len() < 300, "a long name is not echoed whole: {err}");
+        assert!(Parent::parse_pattern(&"projects/-/".repeat(100)).is_err());
     }
 
     #[test]

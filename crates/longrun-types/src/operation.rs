@@ -15,7 +15,7 @@
 //! exactly one [`Outcome`].
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -147,6 +147,8 @@ pub struct Lease {
     pub token: String,
     pub worker: String,
     pub expire_time: SystemTime,
+    /// How long the lease was taken for: each heartbeat renews it by this.
+    pub duration: Duration,
 }
 
 /// Everything longrun knows about one operation. The wire Operation is a
@@ -169,6 +171,8 @@ pub struct Operation {
     pub status_detail: String,
     pub progress_percent: i32,
     pub cancel_requested: bool,
+    /// When cancellation was asked: the cancel grace runs from here.
+    pub cancel_time: Option<SystemTime>,
     pub attempt: i32,
     pub max_attempts: i32,
     pub request_id: Option<String>,
@@ -177,7 +181,11 @@ pub struct Operation {
     pub end_time: Option<SystemTime>,
     /// When the operation ends with DEADLINE_EXCEEDED if still not done.
     pub deadline: Option<SystemTime>,
+    /// The current lease of a claimed, running operation.
     pub lease: Option<Lease>,
+    /// The lease token of the worker that completed a done operation, so
+    /// that the same worker repeating the same completion is recognised.
+    pub finished_by: Option<String>,
 }
 
 impl Operation {

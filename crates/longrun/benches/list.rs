@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use longrun_client::{Client, ListOptions};
-use longrun_store::{Completion, ListQuery, NewOperation, SqliteStore, Store};
+use longrun_store::{Completion, ListQuery, NewOperation, Store};
+use longrun_store_sqlite::SqliteStore;
 use longrun_types::filter::Filter;
 use longrun_types::{Code, OperationName, Outcome, Parent, Payload, Status};
 
@@ -45,6 +46,7 @@ async fn populate(store: Arc<SqliteStore>, operations: usize) {
             filter: Filter::default(),
             after: None,
             limit: 1,
+            within: None,
         })
         .await
         .unwrap();
@@ -90,6 +92,7 @@ async fn store_newest(path: &std::path::Path) -> SystemTime {
         filter: Filter::default(),
         after: None,
         limit: 1,
+        within: None,
     };
     store.list(&query).await.unwrap()[0].operation.create_time
 }

@@ -31,6 +31,27 @@ pub enum Command {
     /// Claim operations from a queue and run COMMAND for each, with the
     /// operation's input JSON on its stdin.
     Worker(WorkerArgs),
+    /// Make bearer tokens for `serve --tokens FILE`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the `[[token]]` entry for a new random secret on stdout (with
+    /// only its SHA-256: append it to the tokens file) and the secret itself
+    /// on stderr (give it to the client; it is kept nowhere).
+    New {
+        /// The principal's name, as logs and audit lines show it.
+        #[arg(long)]
+        name: String,
+        /// `prefix=role` (roles: viewer, editor, producer, worker, admin;
+        /// prefix `*` for everything). Repeatable.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+    },
+    /// Print the SHA-256 of a secret read from standard input.
+    Hash,
 }
 
 #[derive(Debug, Args)]
@@ -76,9 +97,13 @@ pub struct ServeArgs {
     /// Address to serve REST (HTTP/1.1, h2c) and gRPC on.
     #[arg(long, env = "LONGRUN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// `sqlite:PATH` (or a plain path). PostgreSQL arrives in a later release.
+    /// `sqlite:PATH` (or a plain path): one node, embedded. Or
+    /// `postgres://user@host:port/db`: any number of nodes on one database.
     #[arg(long, env = "LONGRUN_STORE", default_value = "sqlite:longrun.db")]
     pub store: String,
+    /// Most database connections this node holds (PostgreSQL only).
+    #[arg(long, env = "LONGRUN_STORE_POOL_SIZE", default_value_t = longrun_store_postgres::DEFAULT_POOL_SIZE)]
+    pub store_pool_size: usize,
     /// A FileDescriptorSet (`protoc --include_imports --descriptor_set_out`)
     /// whose types may be used as payloads. Repeatable.
     #[arg(
@@ -98,6 +123,51 @@ pub struct ServeArgs {
     /// Done operations older than this are deleted in the background.
     #[arg(long, env = "LONGRUN_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// Bearer tokens and their grants (TOML, SPEC §5): every call then
+    /// needs `authorization: Bearer <token>`. Reloaded on SIGHUP.
+    #[arg(long, env = "LONGRUN_TOKENS", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Open connections at once. At the limit the longest-idle connection
+    /// is closed for a new one; only if all are busy is it turned away.
+    #[arg(long, env = "LONGRUN_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive (also how long an
+    /// HTTP/1 keep-alive connection may wait for its next request).
+    #[arg(long, env = "LONGRUN_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    #[arg(long, env = "LONGRUN_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[arg(long, env = "LONGRUN_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Wait and Claim calls blocked at once, in all; past it they are
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LONGRUN_MAX_WAITERS", default_value_t = 10_000)]
+    pub max_waiters: usize,
+    /// Wait and Claim calls blocked at once for one token (or for all
+    /// callers of an open server together).
+    #[arg(long, env = "LONGRUN_MAX_WAITERS_PER_PRINCIPAL", default_value_t = 2_000)]
+    pub max_waiters_per_principal: usize,
+    /// Host names the server answers besides its own. On a loopback address
+    /// only localhost, 127.0.0.1 and [::1] are answered by default (DNS
+    /// rebinding); elsewhere any name is, unless names are given here.
+    #[arg(long, env = "LONGRUN_ALLOWED_HOSTS", value_delimiter = ',', value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://console.example.com`) whose web pages may make
+    /// changing REST calls; pages from other sites are refused.
+    #[arg(long, env = "LONGRUN_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Believe X-Forwarded-Proto and X-Forwarded-Host (set only when a
+    /// proxy in front of the server sets them).
+    #[arg(long, env = "LONGRUN_TRUST_FORWARDED_HEADERS")]
+    pub trust_forwarded_headers: bool,
+    /// Serve TLS with this certificate chain (PEM), with --tls-key.
+    #[arg(long, env = "LONGRUN_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "LONGRUN_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve on a non-loopback address without authentication.
     #[arg(long, env = "LONGRUN_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -161,18 +231,27 @@ pub enum OperationsCommand {
         /// Producer metadata as JSON with "@type".
         #[arg(long)]
         metadata: Option<String>,
+        /// The operation's id (the last segment of its name); generated
+        /// (time-ordered, unique) when omitted.
         #[arg(long)]
         operation_id: Option<String>,
+        /// Makes retries safe: a second create with the same request id under
+        /// the same parent returns the first operation.
         #[arg(long)]
         request_id: Option<String>,
+        /// What the operation does, e.g. "import" (standard metadata).
         #[arg(long)]
         verb: Option<String>,
+        /// The resource it works on, e.g. "projects/p/datasets/d".
         #[arg(long)]
         target: Option<String>,
+        /// The API version that started it, e.g. "v1".
         #[arg(long)]
         api_version: Option<String>,
+        /// Attempts a queued operation gets (1-100; default 3).
         #[arg(long)]
         max_attempts: Option<i32>,
+        /// Ends it with DEADLINE_EXCEEDED if not done within this, e.g. 10m.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },

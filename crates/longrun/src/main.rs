@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod operations;
 mod serve;
+mod token;
 mod worker;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Operations(args) => operations::run(args).await,
             Command::Worker(args) => worker::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Token(command) => token::run(command).map(|()| ExitCode::SUCCESS),
         }
     });
     result.unwrap_or_else(|err| {

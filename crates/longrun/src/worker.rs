@@ -6,12 +6,15 @@
 //! - exit 0: the response is the last stdout line that is a JSON object, or
 //!   `{"stdout": ...}`; non-zero: an error with the tail of stderr, retryable
 //!   when the exit code is 75 (`EX_TEMPFAIL`).
+//! - the command runs in a process group of its own, and every signal goes
+//!   to the whole group: a shell pipeline's children stop with it, and none
+//!   outlives its job.
 //! - cancellation: SIGTERM, then SIGKILL after `--kill-grace`, then the
-//!   operation completes with code 1.
+//!   operation completes with code 1 as soon as the command is gone.
 //! - the operation deleted or the lease lost: the command is killed and
 //!   nothing is reported.
 //! - SIGTERM/Ctrl-C to the worker: stop claiming, stop commands in flight
-//!   and hand their operations back as retryable.
+//!   and release their operations back to the queue (no attempt spent).
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -30,6 +33,8 @@ use longrun_types::Code;
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// Pause after a failed claim (server down) before trying again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long output is still read after the command exits.
+const DRAIN: Duration = Duration::from_secs(2);
 /// The exit code that asks for another attempt (sysexits.h `EX_TEMPFAIL`).
 const EXIT_TEMPFAIL: i32 = 75;
 /// Kept of a command's stdout (for the response) and stderr (for errors).
@@ -144,15 +149,17 @@ impl Job<'_> {
                 }),
                 ..self.completion()
             },
-            Err(Interrupt::Shutdown) => CompleteRequest {
-                error: Some(Status {
-                    code: Code::Unavailable.as_i32(),
-                    message: "the worker shut down; the operation will run again".into(),
-                    details: vec![],
-                }),
-                retryable: true,
-                ..self.completion()
-            },
+            Err(Interrupt::Shutdown) => {
+                match self
+                    .client
+                    .release(&self.claim.operation.name, &self.claim.lease_token)
+                    .await
+                {
+                    Ok(_) => tracing::info!("handed back to the queue"),
+                    Err(err) => tracing::warn!(error = %err, "cannot hand the operation back; its lease will expire"),
+                }
+                return;
+            }
             Ok(status) if status.success() => CompleteRequest {
                 response: Some(response(&stdout)),
                 ..self.completion()
@@ -179,6 +186,8 @@ impl Job<'_> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that signals reach its children.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot run {program:?}"))?;
@@ -200,6 +209,10 @@ impl Job<'_> {
         child: &mut Child,
         stop: &mut watch::Receiver<bool>,
     ) -> (Result<ExitStatus, Interrupt>, String, String) {
+        let group = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(nix::unistd::Pid::from_raw);
         let stdout = child.stdout.take().map(BufReader::new);
         let mut lines = stdout.map(|reader| reader.lines());
         let mut stderr = child.stderr.take();
@@ -227,7 +240,7 @@ impl Job<'_> {
                 status = child.wait() => break status,
                 () = async { match kill_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                     tracing::warn!("the command ignored SIGTERM; killing it");
-                    let _ = child.start_kill();
+                    kill(child);
                     kill_at = None;
                 }
                 _ = stop.changed(), if interrupt.is_none() => {
@@ -236,15 +249,28 @@ impl Job<'_> {
                 }
             }
         };
-        // The command may exit before we have read all it wrote: drain the
-        // pipe (closed now, so this ends) before judging its output.
-        if let Some(lines) = lines.as_mut() {
-            while let Ok(Some(line)) = lines.next_line().await {
-                self.take_line(line, &mut output, child, &mut interrupt, &mut kill_at)
-                    .await;
-            }
+        // Whatever the command left behind in its group goes with it (the
+        // group keeps the command's pid, which `child` forgets once reaped).
+        if let Some(group) = group {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
-        let stderr = stderr_task.await.unwrap_or_default();
+        // The command may exit before we have read all it wrote: drain the
+        // pipe before judging its output, but not forever (something outside
+        // the group may still hold it).
+        if let Some(lines) = lines.as_mut() {
+            let drain = async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    self.take_line(line, &mut output, child, &mut interrupt, &mut kill_at)
+                        .await;
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN, drain).await;
+        }
+        let stderr = tokio::time::timeout(DRAIN, stderr_task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         match (interrupt, status) {
             (Some(interrupt), _) => (Err(interrupt), output, stderr),
             (None, Ok(status)) => (Ok(status), output, stderr),
@@ -306,7 +332,7 @@ impl Job<'_> {
             }) => {
                 tracing::warn!(%message, "the operation is gone or no longer ours; abandoning it");
                 *interrupt = Some(Interrupt::Abandoned);
-                let _ = child.start_kill();
+                kill(child);
             }
             Err(err) => tracing::warn!(error = %err, "heartbeat failed; will retry"),
         }
@@ -335,12 +361,23 @@ impl Job<'_> {
     }
 }
 
-/// SIGTERM now; returns when to SIGKILL.
+/// SIGTERM to the command's group now; returns when to SIGKILL it.
 fn terminate(child: &Child, grace: Duration) -> tokio::time::Instant {
-    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-    }
+    signal_group(child, nix::sys::signal::Signal::SIGTERM);
     tokio::time::Instant::now() + grace
+}
+
+/// SIGKILL to the command and its group.
+fn kill(child: &mut Child) {
+    signal_group(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.start_kill();
+}
+
+/// Sends `signal` to the command's process group (its pid: it leads it).
+fn signal_group(child: &Child, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+    }
 }
 
 fn failed_wait(_err: &std::io::Error) -> ExitStatus {
@@ -357,12 +394,22 @@ fn parse_progress(line: &str) -> Option<(i32, Option<String>)> {
     Some((percent, (!detail.is_empty()).then(|| detail.to_owned())))
 }
 
-/// The input as the command sees it: a Struct's fields, or the typed JSON.
+/// The input as the command sees it: the JSON value that was submitted
+/// (untyped JSON is stored as a `Struct`, `Value` or `ListValue`, which
+/// come unwrapped), or the typed JSON with its `@type`.
 fn input_json(input: Option<&Value>) -> String {
+    const UNTYPED: [&str; 3] = [
+        "type.googleapis.com/google.protobuf.Struct",
+        "type.googleapis.com/google.protobuf.Value",
+        "type.googleapis.com/google.protobuf.ListValue",
+    ];
     let Some(input) = input else { return "null".into() };
-    let is_struct = input.get("@type").and_then(Value::as_str) == Some("type.googleapis.com/google.protobuf.Struct");
+    let untyped = input
+        .get("@type")
+        .and_then(Value::as_str)
+        .is_some_and(|type_url| UNTYPED.contains(&type_url));
     match input.get("value") {
-        Some(value) if is_struct => value.to_string(),
+        Some(value) if untyped => value.to_string(),
         _ => input.to_string(),
     }
 }
@@ -405,8 +452,10 @@ mod tests {
     fn responses_and_inputs() {
         assert_eq!(response("log line\n{\"rows\": 3}\n"), json!({"rows": 3}));
         assert_eq!(response("plain\n"), json!({"stdout": "plain\n"}));
-        let input = json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"path": "a.csv"}});
-        assert_eq!(input_json(Some(&input)), r#"{"path":"a.csv"}"#);
+        let input = json!({"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"path": "a.csv", "n": 1}});
+        assert_eq!(input_json(Some(&input)), r#"{"path":"a.csv","n":1}"#);
+        let list = json!({"@type": "type.googleapis.com/google.protobuf.Value", "value": [1, 2, 3]});
+        assert_eq!(input_json(Some(&list)), "[1,2,3]");
         assert_eq!(input_json(None), "null");
         assert_eq!(tail("  x\n"), "  x");
     }

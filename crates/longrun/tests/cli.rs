@@ -209,3 +209,33 @@ fn config_file_and_env_set_flags() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown key"));
 }
+
+/// A server with `--tls-cert`: the CLI reaches it over `https://`, trusting
+/// the certificate through `SSL_CERT_FILE`, and refuses it otherwise.
+#[test]
+fn the_cli_speaks_https_to_a_tls_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let endpoint = server.endpoint.replace("http://", "https://");
+    let cli = |trust: Option<&std::path::Path>, args: &[&str]| {
+        let mut command = std::process::Command::new(crate::support::binary());
+        command.args(["operations", "--endpoint", &endpoint]).args(args);
+        command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        if let Some(trust) = trust {
+            command.env("SSL_CERT_FILE", trust);
+        }
+        command.output().unwrap()
+    };
+    let created = json(&cli(Some(&cert), &["create", "projects/p", "--operation-id", "tls-1"]));
+    assert_eq!(created["name"], "projects/p/operations/tls-1");
+
+    let refused = cli(None, &["describe", "projects/p/operations/tls-1"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+}

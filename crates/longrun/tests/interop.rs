@@ -5,41 +5,27 @@
 //! requirements), generates Python modules from `proto/`, starts the server
 //! binary and runs pytest against it.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Server, workspace_root};
-
-fn run(command: &mut Command) {
-    let status = command
-        .status()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-}
-
-/// A venv with `tests/interop/requirements.txt` installed.
-fn venv(root: &Path) -> PathBuf {
-    let requirements = root.join("tests/interop/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    let venv = root.join("target/interop-venv");
-    let stamp = venv.join("requirements.installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return venv;
-    }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let _ = std::fs::remove_dir_all(&venv);
-    run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-    run(Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements));
-    std::fs::write(&stamp, wanted).unwrap();
-    venv
-}
+use crate::support::{Server, run, venv, workspace_root};
 
 #[test]
 fn google_clients_drive_the_real_server() {
+    interop(Server::start);
+}
+
+/// The same suite against a node on PostgreSQL.
+#[test]
+fn google_clients_drive_a_postgres_node() {
+    let database = longrun_store_postgres::testing::TestDatabase::create();
+    interop(|extra| Server::start_on(&database.url, extra));
+}
+
+/// Runs the Python suite against the server `start` starts with the given
+/// extra arguments.
+fn interop(start: impl FnOnce(&[&str]) -> Server) {
     let root = workspace_root();
-    let venv = venv(&root);
+    let venv = venv(&root, "tests/interop/requirements.txt", "target/interop-venv");
     let python = venv.join("bin/python");
     let generated = tempfile::tempdir().unwrap();
     run(Command::new(&python)
@@ -59,7 +45,7 @@ fn google_clients_drive_the_real_server() {
         .arg("--include_imports")
         .arg(format!("--descriptor_set_out={}", types.display()))
         .arg(root.join("tests/interop/protos/example/imports/v1/imports.proto")));
-    let server = Server::start(&["--max-wait", "30s", "--descriptors", types.to_str().unwrap()]);
+    let server = start(&["--max-wait", "30s", "--descriptors", types.to_str().unwrap()]);
     let status = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/interop"])
         .current_dir(&root)

@@ -59,7 +59,7 @@ fn descriptor_payloads_serve_and_faults_are_logged_with_a_request_id() {
     );
     // Restart without the descriptors: the stored payload can no longer be
     // served, which must be a clean INTERNAL error, never corrupted JSON.
-    let dir = server.kill();
+    let dir = server.kill().unwrap();
     let server = Server::start_in(dir, &[]);
     let (status, body) = call(&server.endpoint, "GET", "/v1/projects/acme/operations/i", None);
     assert_eq!(status, 500);
@@ -80,6 +80,20 @@ fn descriptor_payloads_serve_and_faults_are_logged_with_a_request_id() {
         .lines()
         .any(|line| line.contains(&request_id) && line.contains("acme.v1.ImportMetadata"));
     assert!(logged, "the fault is logged under its request id:\n{log}");
+    // A List serves the rest of the page and names what it could not render.
+    call(
+        &server.endpoint,
+        "POST",
+        "/v1/projects/acme/operations",
+        Some(&json!({"operationId": "plain"})),
+    );
+    let (status, page) = call(&server.endpoint, "GET", "/v1/projects/acme/operations", None);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["operations"][0]["name"], "projects/acme/operations/plain",
+        "{page}"
+    );
+    assert_eq!(page["unreachable"], json!(["projects/acme/operations/i"]), "{page}");
 }
 
 #[test]
@@ -94,7 +108,7 @@ fn acknowledged_operations_survive_kill_9() {
         );
         assert_eq!(status, 200);
     }
-    let dir = server.kill();
+    let dir = server.kill().unwrap();
     let server = Server::start_in(dir, &[]);
     let (status, page) = call(&server.endpoint, "GET", "/v1/projects/k/operations?pageSize=100", None);
     assert_eq!(status, 200);
@@ -118,7 +132,7 @@ fn leases_resume_after_kill_9() {
         Some(&json!({"queue": "q", "leaseDuration": "1s"})),
     );
     assert_eq!(status, 200, "{claimed}");
-    let dir = server.kill();
+    let dir = server.kill().unwrap();
     let server = Server::start_in(dir, &[]);
     // The lease survived the crash; once it lapses the operation is re-queued
     // for a new worker, and the old worker is fenced off.

@@ -4,7 +4,15 @@
 //! and Google's own Python clients against a real server (interop).
 
 mod cli;
+mod crash;
 mod interop;
+mod interop_node;
+mod interop_rust;
+mod limits;
+mod nodes;
+mod readme;
+mod schemathesis;
 mod server;
 mod support;
+mod tokens;
 mod worker;

@@ -92,8 +92,11 @@ fn runs_a_shell_command_per_operation() {
     );
     for (id, n) in [("two", 2), ("five", 5)] {
         let op = await_op(&server, id, done);
-        assert_eq!(op["response"]["value"]["got"]["n"], f64::from(n), "{op}");
-        assert_eq!(op["metadata"]["progressPercent"], 50);
+        assert_eq!(op["response"]["value"]["got"]["n"], n, "{op}: integers stay integers");
+        assert_eq!(
+            op["metadata"]["progressPercent"], 100,
+            "a succeeded operation is 100% done"
+        );
         assert_eq!(op["metadata"]["statusDetail"], "halfway");
     }
 }
@@ -144,4 +147,98 @@ fn cancellation_stops_the_command() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// Processes running exactly `command` (its arguments joined by spaces).
+fn running(command: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            String::from_utf8_lossy(cmdline)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+                == command
+        })
+        .count()
+}
+
+/// A shell pipeline's children stop with it: the whole process group gets
+/// the signals, and the operation ends as soon as it is gone.
+#[test]
+fn cancelling_a_pipeline_stops_its_children() {
+    let server = Server::start(&[]);
+    create(&server, "pipeline", json!({"queue": "pipes"}));
+    let marker = format!("60.{}", std::process::id());
+    let _worker = Worker::start(
+        &server,
+        "pipes",
+        &format!("echo 'progress: 10 started'; sleep {marker}; echo '{{}}'"),
+    );
+    await_op(&server, "pipeline", |op| op["metadata"]["progressPercent"] == 10);
+    assert_eq!(running(&format!("sleep {marker}")), 1);
+    let started = Instant::now();
+    call(
+        &server.endpoint,
+        "POST",
+        "/v1/projects/wk/operations/pipeline:cancel",
+        None,
+    );
+    let op = await_op(&server, "pipeline", done);
+    assert_eq!(op["error"]["code"], 1, "{op}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        running(&format!("sleep {marker}")),
+        0,
+        "the pipeline's child outlived the cancel"
+    );
+}
+
+/// SIGTERM to the worker hands its operations back without spending an
+/// attempt.
+#[test]
+fn a_stopping_worker_releases_its_operations() {
+    let server = Server::start(&[]);
+    create(&server, "held", json!({"queue": "stop", "maxAttempts": 1}));
+    let worker = Worker::start(&server, "stop", "echo 'progress: 5 started'; exec sleep 60");
+    await_op(&server, "held", |op| op["metadata"]["progressPercent"] == 5);
+    Command::new("kill")
+        .args(["-TERM", &worker.0.id().to_string()])
+        .status()
+        .unwrap();
+    let op = await_op(&server, "held", |op| op["metadata"]["state"] == "QUEUED");
+    assert_eq!(op["metadata"]["attempt"], 1, "no attempt spent: {op}");
+    assert_ne!(op["done"], true);
+}
+
+/// The command reads the JSON that was submitted, integers as integers and
+/// arrays as arrays.
+#[test]
+fn the_command_reads_the_input_as_submitted() {
+    let server = Server::start(&[]);
+    create(
+        &server,
+        "object",
+        json!({"queue": "echo", "input": {"a": 1, "b": [1, 2.5]}}),
+    );
+    create(&server, "array", json!({"queue": "echo", "input": [1, 2, 3]}));
+    let _worker = Worker::start(
+        &server,
+        "echo",
+        r#"read input; echo "{\"raw\": \"$(echo "$input" | sed 's/"/\\"/g')\"}""#,
+    );
+    let raw = |id: &str| {
+        await_op(&server, id, done)["response"]["value"]["raw"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(raw("object"), r#"{"a":1,"b":[1,2.5]}"#);
+    assert_eq!(raw("array"), "[1,2,3]");
 }

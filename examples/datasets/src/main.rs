@@ -50,11 +50,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
     let store: Arc<dyn longrun_store::Store> =
-        Arc::new(longrun_store::SqliteStore::open(&args.store).context("cannot open the store")?);
+        Arc::new(longrun_store_sqlite::SqliteStore::open(&args.store).context("cannot open the store")?);
     let mut registry = longrun_proto::Registry::new();
     registry.load_descriptor_set(DESCRIPTORS)?;
-    let mut config = longrun_server::Config::new(store.clone());
+    let mut config = longrun_server::Config::new(store);
     config.registry = registry.clone();
+    // Imports started by our route and finished by the runtime count in
+    // the server's metrics like any API call's.
+    let store = config.counted_store();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     // Tests and scripts read the address from the first line.
     println!("listening on http://{}", listener.local_addr()?);

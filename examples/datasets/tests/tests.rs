@@ -221,3 +221,27 @@ fn lists_filter_on_the_registered_metadata_and_response_fields() {
         "{error}"
     );
 }
+
+/// Imports started by the example's own route and finished by its runtime
+/// count in the server's metrics, like operations of the API.
+#[test]
+fn the_runtimes_work_is_counted_in_the_metrics() {
+    let example = Example::start(&[]);
+    let name = example.import(&example.cities(10));
+    example.wait(&name);
+    let address = example.endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).unwrap();
+    for line in [
+        "longrun_operations_created_total{queue=\"dataset-imports\"} 1",
+        "longrun_operations_finished_total{queue=\"dataset-imports\",outcome=\"SUCCEEDED\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}

@@ -3,10 +3,14 @@
 //! clients) and OpenAPI 3. Both are generated from one table of parent
 //! shapes so they cannot drift apart.
 
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::header::HOST;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+
+use crate::Service;
 
 /// Discovery resources: a path of resource names, and the regular
 /// expression for an operation name under them. `(/[^/]+/[^/]+)*` admits
@@ -40,12 +44,8 @@ const OPENAPI_PARENTS: &[&str] = &[
     "locations/{location}",
 ];
 
-fn root_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
-    format!("http://{host}/")
+fn root_url(service: &Service, headers: &HeaderMap) -> String {
+    format!("{}/", service.exposure().public_base(headers))
 }
 
 fn name_param(pattern: &str, what: &str) -> Value {
@@ -150,7 +150,7 @@ fn discovery_schemas() -> Value {
 }
 
 /// `GET /$discovery/rest?version=v1`.
-pub(super) async fn discovery(headers: HeaderMap) -> Response {
+pub(super) async fn discovery(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
     let mut resources = Map::new();
     for (path, name_pattern, parent_pattern) in SHAPES {
         let prefix: String = path.iter().map(|resource| format!("{resource}.")).collect();
@@ -167,7 +167,7 @@ pub(super) async fn discovery(headers: HeaderMap) -> Response {
         }
         level.insert("operations".into(), operations);
     }
-    let root = root_url(&headers);
+    let root = root_url(&service, &headers);
     let document = json!({
         "kind": "discovery#restDescription",
         "discoveryVersion": "v1",
@@ -195,7 +195,11 @@ fn openapi_parameters(template: &str) -> Vec<Value> {
     template
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| {
+            // Every id and collection segment (SPEC §1).
+            json!({"name": name, "in": "path", "required": true,
+                   "schema": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,63}$"}})
+        })
         .collect()
 }
 
@@ -218,7 +222,7 @@ fn openapi_operation(summary: &str, parameters: Vec<Value>, body: Option<&str>, 
 }
 
 /// `GET /openapi.json`.
-pub(super) async fn openapi(headers: HeaderMap) -> Response {
+pub(super) async fn openapi(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
     let mut paths = Map::new();
     for parent in OPENAPI_PARENTS {
         let collection = if parent.is_empty() {
@@ -274,6 +278,12 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
                 Some("CompleteOperationRequest"),
                 "Operation",
             ),
+            (
+                "release",
+                "Hand a claimed operation back to its queue (worker API)",
+                Some("ReleaseOperationRequest"),
+                "Operation",
+            ),
         ] {
             let params = if verb == "wait" {
                 wait_params.clone()
@@ -287,7 +297,7 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
         }
     }
     let any = json!({"type": "object", "properties": {"@type": {"type": "string"}}, "additionalProperties": true});
-    let duration = json!({"type": "string", "example": "30s"});
+    let duration = json!({"type": "string", "pattern": "^[0-9]{1,10}(\\.[0-9]{1,9})?s$", "example": "30s"});
     let status = json!({"type": "object", "properties": {
         "code": {"type": "integer"}, "message": {"type": "string"}, "details": {"type": "array", "items": any}}});
     let operation_schema = json!({"type": "object", "properties": {
@@ -297,7 +307,7 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
         "openapi": "3.0.3",
         "info": {"title": "longrun Operations API", "version": "v1",
                  "description": "google.longrunning.Operations over REST, plus longrun's producer and worker calls."},
-        "servers": [{"url": root_url(&headers).trim_end_matches('/')}],
+        "servers": [{"url": root_url(&service, &headers).trim_end_matches('/')}],
         "paths": paths,
         "components": {"schemas": {
             "Operation": operation_schema,
@@ -311,17 +321,22 @@ pub(super) async fn openapi(headers: HeaderMap) -> Response {
             "CreateOperationRequest": {"type": "object", "properties": {
                 "operationId": {"type": "string"}, "requestId": {"type": "string"}, "queue": {"type": "string"},
                 "input": any, "metadata": any, "verb": {"type": "string"}, "target": {"type": "string"},
-                "apiVersion": {"type": "string"}, "maxAttempts": {"type": "integer"}, "timeout": duration}},
+                "apiVersion": {"type": "string"},
+                "maxAttempts": {"type": "integer", "minimum": 0, "maximum": 100}, "timeout": duration}},
             "UpdateOperationRequest": {"type": "object", "properties": {
-                "leaseToken": {"type": "string"}, "metadata": any, "progressPercent": {"type": "integer"},
+                "leaseToken": {"type": "string"}, "metadata": any,
+                "progressPercent": {"type": "integer", "minimum": 0, "maximum": 100},
                 "statusDetail": {"type": "string"}}},
             "UpdateOperationResponse": {"type": "object", "properties": {
                 "cancelRequested": {"type": "boolean"}, "leaseExpireTime": {"type": "string", "format": "date-time"}}},
             "CompleteOperationRequest": {"type": "object", "properties": {
                 "leaseToken": {"type": "string"}, "response": any, "error": {"$ref": "#/components/schemas/Status"},
                 "retryable": {"type": "boolean"}}},
-            "ClaimOperationRequest": {"type": "object", "properties": {
-                "queue": {"type": "string"}, "worker": {"type": "string"}, "leaseDuration": duration, "wait": duration}},
+            "ReleaseOperationRequest": {"type": "object", "required": ["leaseToken"], "properties": {
+                "leaseToken": {"type": "string"}}},
+            "ClaimOperationRequest": {"type": "object", "required": ["queue"], "properties": {
+                "queue": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,63}$"}, "worker": {"type": "string"},
+                "leaseDuration": duration, "wait": duration}},
             "ClaimOperationResponse": {"type": "object", "properties": {
                 "operation": {"$ref": "#/components/schemas/Operation"}, "input": any, "leaseToken": {"type": "string"},
                 "attempt": {"type": "integer"}, "leaseExpireTime": {"type": "string", "format": "date-time"}}},

@@ -4,26 +4,29 @@
 //! with an optional `:verb` suffix.
 
 mod documents;
+pub(crate) mod guard;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::{Caller, Error, RequestId, Service, claim_response};
-use longrun_proto::google::longrunning::{ListOperationsRequest, ListOperationsResponse, WaitOperationRequest};
+use longrun_proto::google::longrunning::{ListOperationsRequest, WaitOperationRequest};
 use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest, UpdateOperationRequest,
+    ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest, ReleaseOperationRequest,
+    UpdateOperationRequest,
 };
-use longrun_proto::{TYPE_URL_PREFIX, to_wire, type_untyped};
+use longrun_proto::{Enums, TYPE_URL_PREFIX, to_wire, type_untyped};
 use longrun_types::{Code, Operation};
 
 type Shared = Arc<Service>;
@@ -36,7 +39,67 @@ pub(crate) fn router(service: Shared) -> Router {
         .route("/$discovery/rest", get(documents::discovery))
         .route("/openapi.json", get(documents::openapi))
         .route("/v1/{*path}", any(dispatch))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            guard::check_browser,
+        ))
         .with_state(service)
+}
+
+/// Paths and methods outside the API get the same JSON errors as the API.
+async fn unknown_path(
+    State(service): State<Shared>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let err = Error::new(
+        Code::NotFound,
+        "UNKNOWN_METHOD",
+        format!("no REST method {method} {}; see /openapi.json", uri.path()),
+    );
+    error_response(&service, &request_id, &err)
+}
+
+/// The most a request body may hold: ample for any payload the API takes.
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// True when `E` is somewhere in `err`'s chain of causes.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Refuses a path whose meaning a proxy and longrun could read apart: an
+/// encoded `/` (one resource, many URLs) or a `.`/`..` segment.
+fn check_raw_path(uri: &Uri) -> Result<(), Error> {
+    let path = uri.path();
+    if path.to_ascii_lowercase().contains("%2f") {
+        return Err(Error::invalid(
+            "INVALID_PATH",
+            "the path contains an encoded \"/\" (%2F); resource names are written with plain slashes",
+        ));
+    }
+    let dots = path.split('/').any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
+    });
+    if dots {
+        return Err(Error::invalid(
+            "INVALID_PATH",
+            "the path contains a \".\" or \"..\" segment, which names no resource",
+        ));
+    }
+    Ok(())
 }
 
 async fn readyz(State(service): State<Shared>) -> Response {
@@ -49,7 +112,16 @@ async fn readyz(State(service): State<Shared>) -> Response {
     }
 }
 
-async fn metrics(State(service): State<Shared>) -> Response {
+/// Metrics name queues and counts calls: any valid token may read them.
+async fn metrics(
+    State(service): State<Shared>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|value| value.as_bytes());
+    if let Err(err) = service.access().authenticate(authorization) {
+        return error_response(&service, &request_id, &err);
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], service.render_metrics().await).into_response()
 }
@@ -73,9 +145,29 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
 }
 
 /// The AIP-193 error envelope, with ErrorInfo (and RequestInfo for faults).
-fn error_response(service: &Service, request_id: &str, err: &Error) -> Response {
+pub(crate) fn error_response(service: &Service, request_id: &str, err: &Error) -> Response {
     err.log(request_id);
-    let status = http_status(err.code);
+    let (status, body) = error_body(service, request_id, err);
+    let mut response = (status, axum::Json(body)).into_response();
+    if err.code == Code::Unauthenticated {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"longrun\""),
+        );
+    }
+    response
+}
+
+/// An error's HTTP status and AIP-193 body.
+pub(crate) fn error_body(service: &Service, request_id: &str, err: &Error) -> (StatusCode, Value) {
+    // A body over the limit is 413 and one too slow 408, as HTTP says,
+    // whatever their codes.
+    let status = match err.reason {
+        "REQUEST_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+        "BODY_TIMEOUT" => StatusCode::REQUEST_TIMEOUT,
+        "UNSUPPORTED_CONTENT_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => http_status(err.code),
+    };
     let mut details = vec![detail(
         service,
         "google.rpc.ErrorInfo",
@@ -103,7 +195,7 @@ fn error_response(service: &Service, request_id: &str, err: &Error) -> Response 
             "details": details,
         }
     });
-    (status, axum::Json(body)).into_response()
+    (status, body)
 }
 
 fn detail<M: prost::Message>(service: &Service, type_name: &str, message: &M) -> Value {
@@ -134,7 +226,11 @@ impl<'a> Call<'a> {
             Some(colon) => (&path[..last_slash + colon], Some(&path[last_slash + colon + 1..])),
             None => (path, None),
         };
-        let collection = target == "operations" || target.ends_with("/operations");
+        // A collection has an odd number of segments ending in
+        // `operations`; an operation's name an even number (so an operation
+        // may be called `operations`).
+        let segments = target.split('/').count();
+        let collection = segments % 2 == 1 && (target == "operations" || target.ends_with("/operations"));
         Self {
             target,
             verb,
@@ -153,44 +249,93 @@ impl<'a> Call<'a> {
 async fn dispatch(
     State(service): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    method: Method,
+    request: axum::http::request::Parts,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let axum::http::request::Parts {
+        method,
+        uri,
+        headers,
+        extensions,
+        ..
+    } = request;
+    let connection = extensions
+        .get::<crate::connections::ConnectionClose>()
+        .map(|close| close.0.clone());
+    let principal = service
+        .access()
+        .authenticate(headers.get(header::AUTHORIZATION).map(|value| value.as_bytes()));
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(err) => return error_response(&service, &request_id, &err),
+    };
     let caller = Caller {
         request_id: request_id.clone(),
         protocol: "rest",
+        principal,
+        deadline: None,
     };
     let result = async {
+        check_raw_path(&uri)?;
+        let body = body.map_err(|err| match err.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Error::new(
+                Code::ResourceExhausted,
+                "REQUEST_TOO_LARGE",
+                format!("the request body is over the limit of {MAX_BODY} bytes"),
+            ),
+            _ if caused_by::<crate::connections::BodyTimeout>(&err) => Error::new(
+                Code::DeadlineExceeded,
+                "BODY_TIMEOUT",
+                "the request body did not arrive in time",
+            ),
+            _ => Error::invalid(
+                "INVALID_BODY",
+                format!("cannot read the request body: {}", err.body_text()),
+            ),
+        })?;
         let Path(path) = path.map_err(|err| Error::invalid("INVALID_PATH", err.body_text()))?;
         let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
-        check_system_parameters(&query)?;
+        let enums = system_parameters(&query)?;
         let call = Call::parse(&path);
-        route(&service, &caller, &method, &call, &query, &body).await
+        if method == Method::GET && call.collection && call.verb == Some("watch") {
+            return watch::open(&service, &caller, call.parent(), &query, &headers, connection, enums).await;
+        }
+        let body = route(&service, &caller, &method, &call, &query, &body, enums).await?;
+        Ok((StatusCode::OK, axum::Json(body)).into_response())
     }
     .await;
     match result {
-        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Ok(response) => response,
         Err(err) => error_response(&service, &request_id, &err),
     }
 }
 
-/// `alt` and `$.xgafv` are Google's system parameters; only JSON is served.
-fn check_system_parameters(query: &HashMap<String, String>) -> Result<(), Error> {
-    if let Some(alt) = query.get("alt").filter(|alt| *alt != "json") {
-        return Err(Error::invalid(
-            "UNSUPPORTED_ALT",
-            format!("alt={alt} is not supported; this API serves alt=json"),
-        ));
-    }
+/// Google's system parameters: `alt` (or `$alt`) and `$.xgafv`. Only JSON
+/// is served; `json;enum-encoding=int` (what Google's generated clients
+/// send) asks for enum values as numbers.
+fn system_parameters(query: &HashMap<String, String>) -> Result<Enums, Error> {
     if let Some(version) = query.get("$.xgafv").filter(|v| !matches!(v.as_str(), "1" | "2")) {
         return Err(Error::invalid(
             "UNSUPPORTED_XGAFV",
             format!("$.xgafv={version} is not supported; use 1 or 2"),
         ));
     }
-    Ok(())
+    let mut enums = Enums::Names;
+    for alt in ["alt", "$alt"].iter().filter_map(|key| query.get(*key)) {
+        match alt.as_str() {
+            "json" => {}
+            "json;enum-encoding=int" => enums = Enums::Numbers,
+            _ => {
+                return Err(Error::invalid(
+                    "UNSUPPORTED_ALT",
+                    format!("alt={alt} is not supported; this API serves alt=json (optionally json;enum-encoding=int)"),
+                ));
+            }
+        }
+    }
+    Ok(enums)
 }
 
 async fn route(
@@ -200,9 +345,10 @@ async fn route(
     call: &Call<'_>,
     query: &HashMap<String, String>,
     body: &Bytes,
+    enums: Enums,
 ) -> Result<Value, Error> {
     let registry = service.registry();
-    let render = |operation: &Operation| operation_json(service, operation);
+    let render = |operation: &Operation| operation_json(service, operation, enums);
     match (method.as_str(), call.verb, call.collection) {
         ("GET", None, true) => {
             let request = ListOperationsRequest {
@@ -218,18 +364,42 @@ async fn route(
                     })?,
                 },
                 page_token: param(query, "pageToken", "page_token").unwrap_or_default(),
-                return_partial_success: param(query, "returnPartialSuccess", "return_partial_success")
-                    .is_some_and(|flag| flag == "true"),
+                return_partial_success: match param(query, "returnPartialSuccess", "return_partial_success") {
+                    None => false,
+                    Some(flag) => flag.parse().map_err(|_| {
+                        Error::invalid(
+                            "INVALID_QUERY",
+                            format!("returnPartialSuccess must be true or false, got {flag:?}"),
+                        )
+                    })?,
+                },
             };
             let page = service.list(caller, request).await?;
-            let response = ListOperationsResponse {
-                operations: page.operations.iter().map(to_wire).collect(),
-                next_page_token: page.next_page_token,
-                unreachable: Vec::new(),
-            };
-            registry
-                .to_json("google.longrunning.ListOperationsResponse", &response)
-                .map_err(|err| Error::internal(format!("cannot serve a listed operation: {err}")))
+            // Each operation renders on its own: one whose payload type is
+            // no longer registered is named in `unreachable` (and logged)
+            // rather than failing the page.
+            let mut operations = Vec::with_capacity(page.operations.len());
+            let mut unreachable = Vec::new();
+            for operation in &page.operations {
+                match render(operation) {
+                    Ok(json) => operations.push(json),
+                    Err(err) => {
+                        err.log(&caller.request_id);
+                        unreachable.push(Value::String(operation.name.to_string()));
+                    }
+                }
+            }
+            let mut response = serde_json::Map::new();
+            if !operations.is_empty() {
+                response.insert("operations".into(), Value::Array(operations));
+            }
+            if !page.next_page_token.is_empty() {
+                response.insert("nextPageToken".into(), Value::String(page.next_page_token));
+            }
+            if !unreachable.is_empty() {
+                response.insert("unreachable".into(), Value::Array(unreachable));
+            }
+            Ok(Value::Object(response))
         }
         ("GET", None, false) => render(&service.get(caller, call.target).await?),
         ("DELETE", None, false) => {
@@ -263,9 +433,14 @@ async fn route(
             let request: UpdateOperationRequest =
                 decode(service, "longrun.v1.UpdateOperationRequest", json, call.target)?;
             let response = service.update(caller, request).await?;
-            registry
-                .to_json("longrun.v1.UpdateOperationResponse", &response)
-                .map_err(|err| Error::internal(err.to_string()))
+            let mut json = registry
+                .to_json_with("longrun.v1.UpdateOperationResponse", &response, enums)
+                .map_err(|err| Error::internal(err.to_string()))?;
+            // A worker reads this field on every heartbeat: always present.
+            if let Value::Object(fields) = &mut json {
+                fields.entry("cancelRequested").or_insert(Value::Bool(false));
+            }
+            Ok(json)
         }
         ("POST", Some("complete"), false) => {
             let mut json = json_body(body)?;
@@ -277,13 +452,19 @@ async fn route(
                 decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
             render(&service.complete(caller, request).await?)
         }
+        ("POST", Some("release"), false) => {
+            let json = json_body(body)?;
+            let request: ReleaseOperationRequest =
+                decode(service, "longrun.v1.ReleaseOperationRequest", json, call.target)?;
+            render(&service.release(caller, request).await?)
+        }
         ("POST", Some("claim"), true) => {
             let mut json = json_body(body)?;
             set_resource(&mut json, "parent", call.parent())?;
             let request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &json)?;
             let response = claim_response(service.claim(caller, request).await?);
             registry
-                .to_json("longrun.v1.ClaimOperationResponse", &response)
+                .to_json_with("longrun.v1.ClaimOperationResponse", &response, enums)
                 .map_err(|err| Error::internal(format!("cannot serve a claimed operation: {err}")))
         }
         _ => Err(Error::new(
@@ -336,10 +517,14 @@ fn set_resource(json: &mut Value, field: &str, resource: &str) -> Result<(), Err
             "RESOURCE_MISMATCH",
             format!("the body's {field} {given:?} differs from the URL's {resource:?}"),
         )),
-        _ => {
+        Some(Value::String(_)) | None => {
             map.insert(field.to_owned(), Value::String(resource.to_owned()));
             Ok(())
         }
+        Some(other) => Err(Error::invalid(
+            "INVALID_JSON",
+            format!("the body's {field} must be a string naming the resource, got {other}"),
+        )),
     }
 }
 
@@ -354,10 +539,10 @@ fn decode<M: prost::Message + Default>(
     Ok(service.registry().from_json(message, &json)?)
 }
 
-fn operation_json(service: &Service, operation: &Operation) -> Result<Value, Error> {
+fn operation_json(service: &Service, operation: &Operation, enums: Enums) -> Result<Value, Error> {
     service
         .registry()
-        .to_json("google.longrunning.Operation", &to_wire(operation))
+        .to_json_with("google.longrunning.Operation", &to_wire(operation), enums)
         .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
 }
 
@@ -383,6 +568,12 @@ mod tests {
         assert_eq!(
             (call.target, call.verb, call.collection),
             ("operations/abc", None, false)
+        );
+        let call = Call::parse("projects/p/operations/operations:cancel");
+        assert_eq!(
+            (call.target, call.verb, call.collection),
+            ("projects/p/operations/operations", Some("cancel"), false),
+            "an operation called `operations`"
         );
     }
 

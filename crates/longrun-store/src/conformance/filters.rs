@@ -281,6 +281,7 @@ pub(super) async fn filters_match_what_was_written_by_hand(store: &dyn Store) {
         filter: Filter::default(),
         after: None,
         limit: 100,
+        within: None,
     };
     let all = store.list(&everything).await.unwrap();
     assert!(CASES.len() >= 40);
@@ -291,6 +292,7 @@ pub(super) async fn filters_match_what_was_written_by_hand(store: &dyn Store) {
             filter,
             after: None,
             limit: 100,
+            within: None,
         };
         let listed = store.list(&query).await.unwrap();
         let ids: Vec<&str> = listed.iter().map(|listed| listed.operation.name.id()).collect();

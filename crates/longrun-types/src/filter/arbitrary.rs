@@ -153,7 +153,7 @@ pub fn custom_restriction_strategy() -> impl Strategy<Value = Restriction> {
 
 /// Restrictions with values of the right kind for their field.
 pub fn restriction_strategy() -> impl Strategy<Value = Restriction> {
-    let text = "[a-c/ *\"\\\\]{0,6}";
+    let text = "[a-cA/ *\"\\\\%_]{0,6}";
     let time =
         (0i64..4_000_000_000_000_000).prop_map(|micros| SystemTime::UNIX_EPOCH + Duration::from_micros(micros as u64));
     let comparators = prop_oneof![

@@ -143,6 +143,10 @@ impl Filter {
                 format!("the filter is {} bytes long; the limit is {MAX_LENGTH}", text.len()),
             ));
         }
+        // No value of any field holds a NUL, and databases refuse it in text.
+        if let Some(at) = text.chars().position(|c| c == '\0') {
+            return Err(invalid(at + 1, "the filter contains a NUL character"));
+        }
         let tokens = tokenize(text)?;
         if tokens.is_empty() {
             return Ok(Filter::default());

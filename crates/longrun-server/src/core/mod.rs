@@ -2,6 +2,11 @@
 //! gRPC are thin adapters that decode a request into the generated request
 //! message, call one method here, and encode the result.
 
+mod waiters;
+mod watch;
+
+pub use watch::{Event as WatchEvent, Sent as WatchSent, WatchStream};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +14,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Action, authorize};
+use crate::auth::{Access, Action, Principal, Scope, authorize, scope};
 use crate::metrics::Metrics;
 use crate::page_token::PageTokens;
 use crate::{Clock, Config, Error};
 use longrun_proto::google::longrunning::ListOperationsRequest;
 use longrun_proto::longrun::v1::{
     ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
-    UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
+    ReleaseOperationRequest, UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
 use longrun_store::{
@@ -24,6 +29,7 @@ use longrun_store::{
 };
 use longrun_types::filter::{Filter, Indexed};
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
+use waiters::Waiters;
 
 /// Page size when the caller asks for 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -33,6 +39,8 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 const MAX_ATTEMPTS_LIMIT: i32 = 100;
 const MAX_TEXT: usize = 1024;
+/// An error's message may say more than a status detail.
+const MAX_ERROR_MESSAGE: usize = 8192;
 /// Where custom fields are indexed: `metadata.<path>`, `response.<path>`.
 const METADATA: &str = "metadata";
 const RESPONSE: &str = "response";
@@ -51,6 +59,20 @@ pub struct Caller {
     pub request_id: String,
     /// `rest` or `grpc`.
     pub protocol: &'static str,
+    /// Who the token says is calling; `None` on an open server.
+    pub principal: Option<Arc<Principal>>,
+    /// When the caller stops waiting for an answer (a gRPC deadline): a
+    /// blocking call answers before then with what it has.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Caller {
+    /// The principal's name for logs: `anonymous` on an open server.
+    pub fn who(&self) -> &str {
+        self.principal
+            .as_deref()
+            .map_or("anonymous", |principal| principal.name.as_str())
+    }
 }
 
 /// A page of a listing.
@@ -65,6 +87,10 @@ pub struct Page {
 #[derive(Debug)]
 pub struct Service {
     store: Arc<dyn Store>,
+    exposure: crate::Exposure,
+    /// Wait and Claim calls blocked now, bounded (`Limits`).
+    waiters: Arc<Waiters>,
+    access: Arc<Access>,
     registry: Registry,
     tokens: PageTokens,
     clock: Arc<dyn Clock>,
@@ -76,13 +102,26 @@ pub struct Service {
     pub(crate) metrics: Arc<Metrics>,
     /// Cancelled on shutdown so that blocked Wait calls return at once.
     shutdown: CancellationToken,
+    /// Follows the store's changes for watch streams, from the first one on.
+    hub: watch::HubCell,
+    /// Events held for a watch client that reads slowly.
+    watch_buffer: usize,
+    /// How often a quiet watch stream says it is alive.
+    watch_heartbeat: Duration,
 }
 
 impl Service {
     pub(crate) fn new(config: &Config, shutdown: CancellationToken) -> Self {
         let tokens = PageTokens::new(config.store.page_token_key());
         Self {
-            store: config.store.clone(),
+            store: config.counted_store(),
+            metrics: config.metrics.clone(),
+            exposure: config.exposure.clone(),
+            waiters: Arc::new(Waiters::new(
+                config.limits.max_waiters,
+                config.limits.max_waiters_per_principal,
+            )),
+            access: config.access.clone(),
             registry: config.registry.clone(),
             tokens,
             clock: config.clock.clone(),
@@ -94,8 +133,10 @@ impl Service {
             },
             sweep_interval: config.sweep_interval,
             retry_backoff: config.retry_backoff,
-            metrics: Metrics::new(),
             shutdown,
+            hub: watch::HubCell::default(),
+            watch_buffer: config.limits.watch_buffer,
+            watch_heartbeat: config.limits.watch_heartbeat,
         }
     }
 
@@ -109,21 +150,46 @@ impl Service {
 
     /// Times a call and counts it by method and code. Errors are logged
     /// where they leave the protocol adapters ([`Error::log`]).
+    /// Times a call and counts it by method and code; a call that changes
+    /// something (`action`) also writes one audit line: who, what, on which
+    /// resource (`target`, as the caller named it), and how it ended.
     async fn observe<T>(
         &self,
         caller: &Caller,
         method: &'static str,
+        (action, target): (Action, &str),
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
         let started = Instant::now();
         let result = work.await;
         let code = result.as_ref().map_or_else(|err| err.code, |_| Code::Ok);
         self.metrics.request(method, caller.protocol, code, started.elapsed());
+        if action.mutates() {
+            tracing::info!(
+                target: "longrun::audit",
+                request_id = %caller.request_id,
+                principal = caller.who(),
+                method,
+                name = target,
+                outcome = code.name(),
+                "audit"
+            );
+        }
         result
     }
 
+    /// How the server treats browsers and proxies.
+    pub(crate) fn exposure(&self) -> &crate::Exposure {
+        &self.exposure
+    }
+
+    /// The server's access rules, for the protocol adapters.
+    pub(crate) fn access(&self) -> &Access {
+        &self.access
+    }
+
     pub async fn get(&self, caller: &Caller, name: &str) -> Result<Operation, Error> {
-        self.observe(caller, "GetOperation", async {
+        self.observe(caller, "GetOperation", (Action::Get, name), async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Get, &name.to_string())?;
             Ok(self.store.get(&name).await?)
@@ -132,9 +198,13 @@ impl Service {
     }
 
     pub async fn list(&self, caller: &Caller, request: ListOperationsRequest) -> Result<Page, Error> {
-        self.observe(caller, "ListOperations", async {
+        let target = request.name.clone();
+        self.observe(caller, "ListOperations", (Action::List, &target), async {
             let parent = Parent::parse_pattern(&request.name)?;
-            authorize(caller, Action::List, parent.as_str())?;
+            let within = match scope(caller, Action::List, &parent, false)? {
+                Scope::All => None,
+                Scope::Within(prefixes) => Some(prefixes),
+            };
             let limit = match usize::try_from(request.page_size) {
                 Err(_) => {
                     return Err(Error::invalid(
@@ -156,6 +226,7 @@ impl Service {
                 filter,
                 after,
                 limit: limit + 1,
+                within,
             };
             let mut listed = self.store.list(&query).await?;
             let next_page_token = if listed.len() > limit {
@@ -175,21 +246,16 @@ impl Service {
     }
 
     pub async fn cancel(&self, caller: &Caller, name: &str) -> Result<Operation, Error> {
-        self.observe(caller, "CancelOperation", async {
+        self.observe(caller, "CancelOperation", (Action::Cancel, name), async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Cancel, &name.to_string())?;
-            let cancelled = self.store.cancel(&name, self.clock.now()).await?;
-            if cancelled.ended {
-                self.metrics
-                    .finished(cancelled.operation.queue.as_deref(), cancelled.operation.state);
-            }
-            Ok(cancelled.operation)
+            Ok(self.store.cancel(&name, self.clock.now()).await?.operation)
         })
         .await
     }
 
     pub async fn delete(&self, caller: &Caller, name: &str) -> Result<(), Error> {
-        self.observe(caller, "DeleteOperation", async {
+        self.observe(caller, "DeleteOperation", (Action::Delete, name), async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Delete, &name.to_string())?;
             Ok(self.store.delete(&name).await?)
@@ -206,14 +272,21 @@ impl Service {
         name: &str,
         timeout: Option<prost_types::Duration>,
     ) -> Result<Operation, Error> {
-        self.observe(caller, "WaitOperation", async {
+        self.observe(caller, "WaitOperation", (Action::Wait, name), async {
             let name = OperationName::parse(name)?;
             authorize(caller, Action::Wait, &name.to_string())?;
             let timeout = match timeout {
                 None => self.max_wait,
                 Some(timeout) => duration("timeout", timeout)?.min(self.max_wait),
             };
-            let deadline = tokio::time::Instant::now() + timeout;
+            let _waiting = if timeout.is_zero() {
+                None
+            } else {
+                Some(Waiters::enter(&self.waiters, caller.who())?)
+            };
+            let deadline = caller.deadline.map_or(tokio::time::Instant::now() + timeout, |caller| {
+                caller.min(tokio::time::Instant::now() + timeout)
+            });
             let key = name.to_string();
             let _waiter = self.metrics.waiter();
             // Subscribe before reading so no completion slips between the two.
@@ -242,7 +315,8 @@ impl Service {
     }
 
     pub async fn create(&self, caller: &Caller, request: CreateOperationRequest) -> Result<Operation, Error> {
-        self.observe(caller, "CreateOperation", async {
+        let target = request.parent.clone();
+        self.observe(caller, "CreateOperation", (Action::Create, &target), async {
             let parent = Parent::parse(&request.parent)?;
             let id = if request.operation_id.is_empty() {
                 uuid::Uuid::now_v7().simple().to_string()
@@ -289,11 +363,7 @@ impl Service {
                 timeout,
                 now: self.clock.now(),
             };
-            let created = self.store.create(new).await?;
-            if !created.existed {
-                self.metrics.created(created.operation.queue.as_deref());
-            }
-            Ok(created.operation)
+            Ok(self.store.create(new).await?.operation)
         })
         .await
     }
@@ -303,7 +373,8 @@ impl Service {
         caller: &Caller,
         request: UpdateOperationRequest,
     ) -> Result<UpdateOperationResponse, Error> {
-        self.observe(caller, "UpdateOperation", async {
+        let target = request.name.clone();
+        self.observe(caller, "UpdateOperation", (Action::Update, &target), async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Update, &name.to_string())?;
             if let Some(percent) = request.progress_percent
@@ -335,17 +406,19 @@ impl Service {
     }
 
     pub async fn complete(&self, caller: &Caller, request: CompleteOperationRequest) -> Result<Operation, Error> {
-        self.observe(caller, "CompleteOperation", async {
+        let target = request.name.clone();
+        self.observe(caller, "CompleteOperation", (Action::Complete, &target), async {
             let name = OperationName::parse(&request.name)?;
             authorize(caller, Action::Complete, &name.to_string())?;
             let (outcome, indexed) = match request.result {
                 Some(complete_operation_request::Result::Response(any)) => {
                     let payload = any_to_payload(any);
-                    let indexed = self.registry.check_and_index(RESPONSE, &payload)?;
+                    let indexed = checked_fields(self.registry.check_and_index(RESPONSE, &payload)?)?;
                     (Outcome::Response(payload), indexed)
                 }
                 Some(complete_operation_request::Result::Error(status)) => {
-                    let status = status_from_wire(status);
+                    let mut status = status_from_wire(status);
+                    status.message = checked_text("error.message", status.message, MAX_ERROR_MESSAGE)?;
                     if !(1..=16).contains(&status.code) {
                         return Err(Error::invalid(
                             "INVALID_ERROR_CODE",
@@ -370,13 +443,26 @@ impl Service {
                 indexed,
                 retry: request.retryable.then_some(self.retry_backoff),
             };
-            let operation = self.store.complete(&name, completion, self.clock.now()).await?;
-            if operation.done() {
-                self.metrics.finished(operation.queue.as_deref(), operation.state);
-            } else {
-                self.metrics.retried(operation.queue.as_deref());
+            Ok(self.store.complete(&name, completion, self.clock.now()).await?)
+        })
+        .await
+    }
+
+    /// Hands a claimed operation back to its queue without spending an
+    /// attempt (a worker shutting down). Fenced by the lease like Complete.
+    pub async fn release(&self, caller: &Caller, request: ReleaseOperationRequest) -> Result<Operation, Error> {
+        let target = request.name.clone();
+        self.observe(caller, "ReleaseOperation", (Action::Release, &target), async {
+            let name = OperationName::parse(&request.name)?;
+            authorize(caller, Action::Release, &name.to_string())?;
+            let token = checked_text("lease_token", request.lease_token, MAX_TEXT)?;
+            if token.is_empty() {
+                return Err(Error::invalid(
+                    "MISSING_LEASE_TOKEN",
+                    "release needs the lease token that Claim returned",
+                ));
             }
-            Ok(operation)
+            Ok(self.store.release(&name, &token, self.clock.now()).await?)
         })
         .await
     }
@@ -386,9 +472,13 @@ impl Service {
     /// creating (or re-queuing) write, or when a retry backoff ends; never
     /// by polling.
     pub async fn claim(&self, caller: &Caller, request: ClaimOperationRequest) -> Result<Option<Operation>, Error> {
-        self.observe(caller, "ClaimOperation", async {
+        let target = request.parent.clone();
+        self.observe(caller, "ClaimOperation", (Action::Claim, &target), async {
             let parent = Parent::parse(&request.parent)?;
-            authorize(caller, Action::Claim, parent.as_str())?;
+            let within = match scope(caller, Action::Claim, &parent, true)? {
+                Scope::All => None,
+                Scope::Within(prefixes) => Some(prefixes),
+            };
             validate_id(&request.queue)
                 .map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {:?} {why}", request.queue)))?;
             let worker = text("worker", request.worker)?;
@@ -415,13 +505,22 @@ impl Service {
                 .transpose()?
                 .unwrap_or_default()
                 .min(self.max_wait);
-            let deadline = tokio::time::Instant::now() + wait;
+            let _waiting = if wait.is_zero() {
+                None
+            } else {
+                Some(Waiters::enter(&self.waiters, caller.who())?)
+            };
+            let _waiter = self.metrics.waiter();
+            let deadline = caller.deadline.map_or(tokio::time::Instant::now() + wait, |caller| {
+                caller.min(tokio::time::Instant::now() + wait)
+            });
             let request = |now| ClaimRequest {
                 parent: parent.clone(),
                 queue: request.queue.clone(),
                 worker: worker.clone(),
                 lease_duration,
                 now,
+                within: within.clone(),
             };
             let claimed = claim_or_wait(
                 self.store.as_ref(),
@@ -489,7 +588,6 @@ impl Service {
                 Ok(events) => {
                     for event in events {
                         tracing::info!(op.name = %event.name, queue = event.queue.as_deref().unwrap_or(""), kind = ?event.kind, "swept");
-                        self.metrics.swept(&event);
                     }
                 }
                 Err(err) => tracing::warn!(error = %err, "sweep failed; retrying at the next interval"),
@@ -520,7 +618,7 @@ impl Service {
     fn metadata(&self, any: Option<prost_types::Any>) -> Result<(Option<Payload>, Vec<Indexed>), Error> {
         let Some(any) = any else { return Ok((None, Vec::new())) };
         let payload = any_to_payload(any);
-        let indexed = self.registry.check_and_index(METADATA, &payload)?;
+        let indexed = checked_fields(self.registry.check_and_index(METADATA, &payload)?)?;
         Ok((Some(payload), indexed))
     }
 }
@@ -546,21 +644,43 @@ fn duration(field: &str, value: prost_types::Duration) -> Result<Duration, Error
 }
 
 fn text(field: &str, value: String) -> Result<String, Error> {
-    if value.len() > MAX_TEXT {
-        return Err(Error::invalid(
-            "FIELD_TOO_LONG",
-            format!("{field} is {} bytes; the limit is {MAX_TEXT}", value.len()),
-        ));
-    }
-    Ok(value)
+    checked_text(field, value, MAX_TEXT)
 }
 
 fn optional_text(field: &str, value: String, limit: usize) -> Result<Option<String>, Error> {
+    let value = checked_text(field, value, limit)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// A caller's text: at most `limit` bytes and no NUL, which no database
+/// stores in text and which is never meant.
+fn checked_text(field: &str, value: String, limit: usize) -> Result<String, Error> {
     if value.len() > limit {
         return Err(Error::invalid(
             "FIELD_TOO_LONG",
             format!("{field} is {} bytes; the limit is {limit}", value.len()),
         ));
     }
-    Ok((!value.is_empty()).then_some(value))
+    if value.contains('\0') {
+        return Err(Error::invalid(
+            "INVALID_TEXT",
+            format!("{field} contains a NUL character"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Filterable string values of a payload may not hold NUL either: they are
+/// stored as text.
+fn checked_fields(indexed: Vec<Indexed>) -> Result<Vec<Indexed>, Error> {
+    if let Some(entry) = indexed.iter().find(|entry| match &entry.value {
+        longrun_types::filter::Value::Text(text) => text.contains('\0'),
+        _ => false,
+    }) {
+        return Err(Error::invalid(
+            "INVALID_TEXT",
+            format!("{} contains a NUL character", entry.path),
+        ));
+    }
+    Ok(indexed)
 }

@@ -5,18 +5,17 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::{SqliteStore, db, micros};
-use crate::{Error, Result, Unindexed};
-use longrun_types::filter::{Indexed, Value};
+use crate::{SqliteStore, db};
+use longrun_store::sql::field_columns;
+use longrun_store::{Error, Result, Unindexed};
+use longrun_types::filter::Indexed;
 use longrun_types::{OperationName, Payload};
 
-/// The prefix of metadata paths, and of response paths.
-pub(super) const METADATA: &str = "metadata.";
-pub(super) const RESPONSE: &str = "response.";
+pub(crate) use longrun_store::sql::{METADATA_FIELDS as METADATA, RESPONSE_FIELDS as RESPONSE};
 
 /// Replaces the rows under `prefix` (`metadata.` or `response.`) of
 /// operation `name` with `indexed`.
-pub(super) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Indexed]) -> Result<()> {
+pub(crate) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Indexed]) -> Result<()> {
     let seq: i64 = conn
         .query_row("SELECT seq FROM operations WHERE name = ?1", [name], |row| row.get(0))
         .map_err(db)?;
@@ -39,7 +38,7 @@ pub(super) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Inde
             continue;
         }
         let n = elements.entry(&entry.path).or_default();
-        let (int, real, text) = columns(&entry.value);
+        let (int, real, text) = field_columns(&entry.value);
         insert
             .execute(rusqlite::params![seq, entry.path, *n, int, real, text])
             .map_err(db)?;
@@ -48,21 +47,8 @@ pub(super) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Inde
     Ok(())
 }
 
-/// The `(int_value, real_value, text_value)` a value is stored in.
-pub(super) fn columns(value: &Value) -> (Option<i64>, Option<f64>, Option<&str>) {
-    match value {
-        Value::Bool(flag) => (Some(i64::from(*flag)), None, None),
-        Value::Int(number) | Value::Duration(number) => (Some(*number), None, None),
-        Value::State(state) => (Some(i64::from(state.as_i32())), None, None),
-        Value::Time(time) => (Some(micros(*time)), None, None),
-        Value::Float(number) => (None, Some(*number), None),
-        Value::Text(text) | Value::Pattern(text) => (None, None, Some(text)),
-        Value::Present => (None, None, None),
-    }
-}
-
 impl SqliteStore {
-    pub(super) async fn pending_fields(&self, limit: usize) -> Result<Vec<Unindexed>> {
+    pub(crate) async fn pending_fields(&self, limit: usize) -> Result<Vec<Unindexed>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut statement = conn
@@ -99,7 +85,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn reindex_fields(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()> {
+    pub(crate) async fn reindex_fields(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()> {
         let name = name.to_string();
         self.write(move |conn| {
             let exists = conn

@@ -1,0 +1,302 @@
+//! The scenarios: closed-loop clients over HTTP/1.1 keep-alive
+//! connections, each recording every call's latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::Scenario;
+
+const PARENT: &str = "projects/bench/locations/us";
+
+/// What one scenario measured.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub scenario: &'static str,
+    pub store: String,
+    pub durability: String,
+    pub operations: u64,
+    pub concurrency: usize,
+    pub seconds: f64,
+    /// Operations per second.
+    pub rate: f64,
+    /// Latency of one operation (one call; claim then complete for drain).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub cpu_seconds_per_1k: f64,
+    pub peak_rss_mb: f64,
+    /// For drain: the rate at which its operations were queued.
+    pub enqueue_rate: Option<f64>,
+}
+
+impl Outcome {
+    fn new(scenario: &'static str, concurrency: usize, histogram: &Histogram<u64>, elapsed: Duration) -> Self {
+        let ms = |micros: u64| micros as f64 / 1e3;
+        let operations = histogram.len();
+        Self {
+            scenario,
+            operations,
+            concurrency,
+            seconds: elapsed.as_secs_f64(),
+            rate: operations as f64 / elapsed.as_secs_f64(),
+            p50_ms: ms(histogram.value_at_quantile(0.5)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            max_ms: ms(histogram.max()),
+            ..Self::default()
+        }
+    }
+
+    pub fn header() -> String {
+        format!(
+            "{:<8} {:<8} {:>8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10}",
+            "scenario",
+            "store",
+            "ops",
+            "conc",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "cpu s/1k",
+            "rss MB",
+            "enqueue/s"
+        )
+    }
+
+    pub fn row(&self) -> String {
+        format!(
+            "{:<8} {:<8} {:>8} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.1} {:>10.3} {:>8.1} {:>10}",
+            self.scenario,
+            self.store,
+            self.operations,
+            self.concurrency,
+            self.rate,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.cpu_seconds_per_1k,
+            self.peak_rss_mb,
+            self.enqueue_rate.map_or_else(String::new, |rate| format!("{rate:.0}")),
+        )
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "scenario": self.scenario,
+            "store": self.store,
+            "durability": self.durability,
+            "operations": self.operations,
+            "concurrency": self.concurrency,
+            "seconds": self.seconds,
+            "ops_per_s": self.rate.round(),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "cpu_s_per_1k": self.cpu_seconds_per_1k,
+            "peak_rss_mb": self.peak_rss_mb,
+            "enqueue_per_s": self.enqueue_rate.map(f64::round),
+        })
+    }
+}
+
+pub(crate) struct Bench {
+    pub client: reqwest::Client,
+    pub endpoint: String,
+    pub operations: usize,
+    pub connections: usize,
+    pub workers: usize,
+    pub duration: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, up to two minutes, 3 significant digits: bounds the
+    // library accepts, so this cannot fail.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(histogram: &mut Histogram<u64>, since: Instant) {
+    let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+    histogram.saturating_record(micros);
+}
+
+impl Bench {
+    pub async fn run(&self, scenario: Scenario) -> anyhow::Result<Outcome> {
+        match scenario {
+            Scenario::Health => self.saturate("health", "/healthz".into()).await,
+            Scenario::Get => {
+                let id = format!("get-{}", std::process::id());
+                self.create(&id, json!({"verb": "bench"})).await?;
+                self.saturate("get", format!("/v1/{PARENT}/operations/{id}")).await
+            }
+            Scenario::Create => self.creates("create", self.connections, self.operations, None).await,
+            Scenario::Create1 => self.creates("create1", 1, (self.operations / 10).max(100), None).await,
+            Scenario::Drain => self.drain().await,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.endpoint))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    async fn create(&self, id: &str, mut body: Value) -> anyhow::Result<Value> {
+        body["operationId"] = json!(id);
+        self.post(&format!("/v1/{PARENT}/operations"), &body).await
+    }
+
+    /// `connections` clients calling GET `path` back to back for the duration.
+    async fn saturate(&self, scenario: &'static str, path: String) -> anyhow::Result<Outcome> {
+        let url = format!("{}{path}", self.endpoint);
+        let started = Instant::now();
+        let until = started + self.duration;
+        let mut clients = JoinSet::new();
+        for _ in 0..self.connections {
+            let (client, url) = (self.client.clone(), url.clone());
+            clients.spawn(async move {
+                let mut latencies = histogram();
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    let response = client.get(&url).send().await?;
+                    if !response.status().is_success() {
+                        bail!("GET {url}: {}", response.status());
+                    }
+                    response.bytes().await?;
+                    record(&mut latencies, sent);
+                }
+                Ok(latencies)
+            });
+        }
+        let mut all = histogram();
+        while let Some(done) = clients.join_next().await {
+            all.add(done??)?;
+        }
+        Ok(Outcome::new(scenario, self.connections, &all, started.elapsed()))
+    }
+
+    /// `count` creates over `connections` clients; queued in `queue` if set.
+    async fn creates(
+        &self,
+        scenario: &'static str,
+        connections: usize,
+        count: usize,
+        queue: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let run = format!(
+            "{scenario}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
+        let url = format!("{}/v1/{PARENT}/operations", self.endpoint);
+        let started = Instant::now();
+        let mut clients = JoinSet::new();
+        for _ in 0..connections {
+            let (client, url, next, run) = (self.client.clone(), url.clone(), next.clone(), run.clone());
+            let queue = queue.map(str::to_owned);
+            clients.spawn(async move {
+                let mut latencies = histogram();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let mut body = json!({"operationId": format!("{run}-{i}"), "verb": "bench"});
+                    if let Some(queue) = &queue {
+                        body["queue"] = json!(queue);
+                        body["input"] = json!({"i": i});
+                    }
+                    let sent = Instant::now();
+                    let response = client.post(&url).json(&body).send().await?;
+                    if !response.status().is_success() {
+                        bail!(
+                            "create: {} {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        );
+                    }
+                    response.bytes().await?;
+                    record(&mut latencies, sent);
+                }
+            });
+        }
+        let mut all = histogram();
+        while let Some(done) = clients.join_next().await {
+            all.add(done??)?;
+        }
+        Ok(Outcome::new(scenario, connections, &all, started.elapsed()))
+    }
+
+    /// Queues `operations`, then `workers` clients claim and complete them
+    /// (REST worker protocol, trivial work) until none is left.
+    async fn drain(&self) -> anyhow::Result<Outcome> {
+        let queue = format!("drain-{}", std::process::id());
+        let queued = self
+            .creates("enqueue", self.connections, self.operations, Some(&queue))
+            .await?;
+        let remaining = Arc::new(AtomicUsize::new(self.operations));
+        let started = Instant::now();
+        let mut workers = JoinSet::new();
+        for w in 0..self.workers {
+            let (client, endpoint, remaining, queue) = (
+                self.client.clone(),
+                self.endpoint.clone(),
+                remaining.clone(),
+                queue.clone(),
+            );
+            workers.spawn(async move {
+                let mut latencies = histogram();
+                let claim_url = format!("{endpoint}/v1/{PARENT}/operations:claim");
+                let claim = json!({"queue": queue, "worker": format!("bench-{w}"), "wait": "1s"});
+                while remaining.load(Ordering::Relaxed) > 0 {
+                    let sent = Instant::now();
+                    let claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
+                    let Some(name) = claimed["operation"]["name"].as_str() else {
+                        continue;
+                    };
+                    let done = json!({"leaseToken": claimed["leaseToken"], "response": {"ok": true}});
+                    let response = client
+                        .post(format!("{endpoint}/v1/{name}:complete"))
+                        .json(&done)
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        bail!(
+                            "complete: {} {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        );
+                    }
+                    response.bytes().await?;
+                    record(&mut latencies, sent);
+                    remaining.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            });
+        }
+        let mut all = histogram();
+        while let Some(done) = workers.join_next().await {
+            all.add(done??)?;
+        }
+        let mut outcome = Outcome::new("drain", self.workers, &all, started.elapsed());
+        outcome.enqueue_rate = Some(queued.rate);
+        Ok(outcome)
+    }
+}
