@@ -27,6 +27,7 @@
 //! `longrun.v1.OperationMetadata` has a typed view in [`Metadata`].
 
 mod poll;
+mod watch;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ use serde_json::Value;
 use longrun_types::Code;
 
 pub use poll::Backoff;
+pub use watch::{Watch, WatchEvent};
 
 /// `@type` of longrun's standard metadata.
 pub const METADATA_TYPE: &str = "type.googleapis.com/longrun.v1.OperationMetadata";
@@ -94,6 +96,12 @@ pub struct Operation {
     pub error: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<Value>,
+    /// longrun's standard view of the operation (state, progress, verb,
+    /// times), which the server sends beside it when asked for its longrun
+    /// view (`?view=longrun`), whatever type the producer's metadata has.
+    /// Not part of Google's `Operation`: never serialised.
+    #[serde(skip)]
+    pub standard: Option<Metadata>,
 }
 
 /// longrun.v1.OperationMetadata as JSON; absent fields are defaults.
@@ -115,8 +123,12 @@ pub struct Metadata {
 }
 
 impl Operation {
-    /// The standard metadata, when the operation carries it.
+    /// The standard metadata: longrun's view of the operation when the
+    /// server sent one, else the metadata when it is of the standard type.
     pub fn standard_metadata(&self) -> Option<Metadata> {
+        if let Some(standard) = &self.standard {
+            return Some(standard.clone());
+        }
         let metadata = self.metadata.as_ref()?;
         if metadata.get("@type")?.as_str()? != METADATA_TYPE {
             return None;
@@ -182,6 +194,34 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: String,
     token: Option<String>,
+    /// False once the server refused `?view=longrun` (not a longrun server):
+    /// operations are then read as Google's `Operation` alone.
+    views: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// longrun.v1.OperationView as JSON.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct View {
+    operation: Operation,
+    standard: Option<Metadata>,
+}
+
+impl From<View> for Operation {
+    fn from(view: View) -> Self {
+        Self {
+            standard: view.standard.or_else(|| Some(Metadata::default())),
+            ..view.operation
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ViewPage {
+    operations: Vec<View>,
+    next_page_token: String,
+    unreachable: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -217,11 +257,44 @@ impl Client {
             http,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             token,
+            views: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    fn transport(&self, err: &reqwest::Error) -> Error {
+        Error::Transport {
+            endpoint: self.endpoint.clone(),
+            reason: causes(err),
+        }
+    }
+
+    /// The response if it succeeded, else its AIP-193 error.
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, Error> {
+        let http_status = response.status();
+        if http_status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.map_err(|err| self.transport(&err))?;
+        let (status, message) = match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(envelope) => (envelope.error.status, envelope.error.message),
+            Err(_) => (String::new(), String::from_utf8_lossy(&bytes).trim().to_owned()),
+        };
+        let code = Code::from_name(&status).unwrap_or(Code::Unknown);
+        let status = if status.is_empty() {
+            format!("HTTP {}", http_status.as_u16())
+        } else {
+            status
+        };
+        Err(Error::Api {
+            code,
+            status,
+            message,
+            http_status: http_status.as_u16(),
+        })
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -239,36 +312,61 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |err: reqwest::Error| Error::Transport {
-            endpoint: self.endpoint.clone(),
-            reason: causes(&err),
-        };
-        let response = request.send().await.map_err(transport)?;
-        let http_status = response.status();
-        let bytes = response.bytes().await.map_err(transport)?;
-        if !http_status.is_success() {
-            let (status, message) = match serde_json::from_slice::<Envelope>(&bytes) {
-                Ok(envelope) => (envelope.error.status, envelope.error.message),
-                Err(_) => (String::new(), String::from_utf8_lossy(&bytes).trim().to_owned()),
-            };
-            let code = Code::from_name(&status).unwrap_or(Code::Unknown);
-            let status = if status.is_empty() {
-                format!("HTTP {}", http_status.as_u16())
-            } else {
-                status
-            };
-            return Err(Error::Api {
-                code,
-                status,
-                message,
-                http_status: http_status.as_u16(),
-            });
-        }
+        let response = request.send().await.map_err(|err| self.transport(&err))?;
+        let response = self.check(response).await?;
+        let bytes = response.bytes().await.map_err(|err| self.transport(&err))?;
         serde_json::from_slice(&bytes).map_err(|err| Error::Decode(err.to_string()))
     }
 
+    /// Like [`call`](Self::call) for a method that answers with operations,
+    /// asking for longrun's view of them (`?view=longrun`). A server that
+    /// refuses the parameter (any other google.longrunning API) is asked
+    /// again without it, and from then on never with it.
+    async fn call_viewed<V: serde::de::DeserializeOwned, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Result<V, T>, Error> {
+        use std::sync::atomic::Ordering;
+        if self.views.load(Ordering::Relaxed) {
+            let mut viewed = query.to_vec();
+            viewed.push(("view", "longrun".to_owned()));
+            match self.call(method.clone(), path, &viewed, body).await {
+                Err(Error::Api {
+                    code: Code::InvalidArgument,
+                    ..
+                }) => {}
+                other => return other.map(Ok),
+            }
+            let plain = self.call(method, path, query, body).await?;
+            // The same call without the view succeeded: the view was refused.
+            self.views.store(false, Ordering::Relaxed);
+            return Ok(Err(plain));
+        }
+        self.call(method, path, query, body).await.map(Err)
+    }
+
+    async fn operation(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Operation, Error> {
+        Ok(
+            match self.call_viewed::<View, Operation>(method, path, query, body).await? {
+                Ok(view) => view.into(),
+                Err(operation) => operation,
+            },
+        )
+    }
+
+    /// The operation, with its [standard view](Operation::standard) when the
+    /// server is longrun.
     pub async fn get(&self, name: &str) -> Result<Operation, Error> {
-        self.call(reqwest::Method::GET, name, &[], None).await
+        self.operation(reqwest::Method::GET, name, &[], None).await
     }
 
     /// One page of the operations under `parent` (`""` for top level).
@@ -288,7 +386,19 @@ impl Client {
         if !options.page_token.is_empty() {
             query.push(("pageToken", options.page_token.clone()));
         }
-        self.call(reqwest::Method::GET, &path, &query, None).await
+        Ok(
+            match self
+                .call_viewed::<ViewPage, ListPage>(reqwest::Method::GET, &path, &query, None)
+                .await?
+            {
+                Ok(page) => ListPage {
+                    operations: page.operations.into_iter().map(Operation::from).collect(),
+                    next_page_token: page.next_page_token,
+                    unreachable: page.unreachable,
+                },
+                Err(page) => page,
+            },
+        )
     }
 
     pub async fn cancel(&self, name: &str) -> Result<(), Error> {
@@ -311,7 +421,7 @@ impl Client {
     /// Blocks on the server until the operation is done or `timeout` passes.
     pub async fn wait(&self, name: &str, timeout: Duration) -> Result<Operation, Error> {
         let body = serde_json::json!({ "timeout": duration_json(timeout) });
-        self.call(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body))
+        self.operation(reqwest::Method::POST, &format!("{name}:wait"), &[], Some(&body))
             .await
     }
 

@@ -15,6 +15,9 @@ pub struct Error {
     pub message: String,
     /// UPPER_SNAKE_CASE, stable: clients may match on it.
     pub reason: &'static str,
+    /// More for `ErrorInfo.metadata` besides the request id, e.g. an
+    /// invalid filter's `column`.
+    pub metadata: Vec<(&'static str, String)>,
     /// The fault underneath (a database error, say): logged with the
     /// request id, never sent to the caller.
     #[source]
@@ -27,8 +30,16 @@ impl Error {
             code,
             reason,
             message: message.into(),
+            metadata: Vec::new(),
             source: None,
         }
+    }
+
+    /// The same error with `key: value` in its `ErrorInfo.metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.metadata.push((key, value.into()));
+        self
     }
 
     /// The same error, caused by `source`.
@@ -103,7 +114,10 @@ impl From<longrun_types::Error> for Error {
     fn from(err: longrun_types::Error) -> Self {
         let reason = match &err {
             longrun_types::Error::InvalidName { .. } => "INVALID_NAME",
-            longrun_types::Error::InvalidFilter { .. } => "INVALID_FILTER",
+            longrun_types::Error::InvalidFilter { column, .. } => {
+                // Where the problem is, for a console to point at.
+                return Self::invalid("INVALID_FILTER", err.to_string()).with_metadata("column", column.to_string());
+            }
             longrun_types::Error::InvalidTransition { .. } => {
                 return Self::new(Code::FailedPrecondition, "INVALID_TRANSITION", err.to_string());
             }

@@ -1,7 +1,6 @@
 //! gRPC: `google.longrunning.Operations`, `longrun.v1.Control`, health and
 //! reflection (v1 and v1alpha), served through the same axum router as REST.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -147,7 +146,13 @@ fn status_of(err: &Error, request_id: &str) -> Status {
     let info = rpc::ErrorInfo {
         reason: err.reason.to_owned(),
         domain: ERROR_DOMAIN.to_owned(),
-        metadata: HashMap::from([("requestId".to_owned(), request_id.to_owned())]),
+        metadata: std::iter::once(("requestId".to_owned(), request_id.to_owned()))
+            .chain(
+                err.metadata
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.clone())),
+            )
+            .collect(),
     };
     let details = rpc::Status {
         code: err.code.as_i32(),

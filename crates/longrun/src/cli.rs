@@ -34,6 +34,12 @@ pub enum Command {
     /// Make bearer tokens for `serve --tokens FILE`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a completion script for SHELL, e.g.
+    /// `longrun completions bash > /etc/bash_completion.d/longrun`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +194,10 @@ pub struct OperationsArgs {
     /// Bearer token for servers started with --tokens.
     #[arg(long, global = true, env = "LONGRUN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How to print operations: a table (the default for list and watch),
+    /// JSON (the default otherwise; one object per line for watch) or YAML.
+    #[arg(long, global = true, env = "LONGRUN_FORMAT", value_enum)]
+    pub format: Option<Format>,
     #[command(subcommand)]
     pub command: OperationsCommand,
 }
@@ -196,6 +206,7 @@ pub struct OperationsArgs {
 pub enum Format {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,10 +224,18 @@ pub enum OperationsCommand {
         /// Stop after this many operations.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
     },
-    /// Print one operation as JSON.
+    /// Follow the operations under PARENT as they change, with a progress
+    /// bar for each one running, until interrupted.
+    Watch {
+        #[arg(default_value = "")]
+        parent: String,
+        /// AIP-160 filter, e.g. `done = false`.
+        #[arg(long, default_value = "")]
+        filter: String,
+    },
+    /// Print one operation (JSON by default).
+    #[command(alias = "get")]
     Describe { name: String },
     /// Create an operation under PARENT.
     Create {
@@ -259,10 +278,49 @@ pub enum OperationsCommand {
     Cancel { name: String },
     /// Delete the record (does not cancel).
     Delete { name: String },
-    /// Wait for completion with a progress bar; exits 1 if it failed or was cancelled.
+    /// Wait for completion with a progress bar (progress lines when stderr
+    /// is not a terminal), then print it; exits 1 if it failed or was
+    /// cancelled, 2 if still running after --timeout.
     Wait {
         name: String,
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+    /// Report progress on an operation (producer API); prints whether
+    /// cancellation was requested.
+    Update {
+        name: String,
+        /// Percent done, 0-100.
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..=100))]
+        progress: Option<i32>,
+        /// A line for people: what it is doing now.
+        #[arg(long)]
+        detail: Option<String>,
+        /// Replaces the producer's metadata: JSON with "@type".
+        #[arg(long)]
+        metadata: Option<String>,
+        /// The lease token of a claimed operation (workers).
+        #[arg(long, env = "LONGRUN_LEASE_TOKEN", hide_env_values = true)]
+        lease_token: Option<String>,
+    },
+    /// Finish an operation (producer API): with --response, or with
+    /// --error-code and --error-message.
+    Complete {
+        name: String,
+        /// The response as JSON (objects without "@type" become
+        /// google.protobuf.Struct).
+        #[arg(long, conflicts_with_all = ["error_code", "error_message"])]
+        response: Option<String>,
+        /// A canonical code: a name (`NOT_FOUND`) or its number.
+        #[arg(long, requires = "error_message")]
+        error_code: Option<String>,
+        #[arg(long, requires = "error_code")]
+        error_message: Option<String>,
+        /// A worker's failure that may be retried (if attempts are left).
+        #[arg(long, requires = "error_code")]
+        retryable: bool,
+        /// The lease token of a claimed operation (workers).
+        #[arg(long, env = "LONGRUN_LEASE_TOKEN", hide_env_values = true)]
+        lease_token: Option<String>,
     },
 }

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
             Command::Operations(args) => operations::run(args).await,
             Command::Worker(args) => worker::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Token(command) => token::run(command).map(|()| ExitCode::SUCCESS),
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "longrun", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     result.unwrap_or_else(|err| {

@@ -136,6 +136,10 @@ fn bad_usage_exits_2() {
     let server = Server::start(&[]);
     let output = server.cli(&["describe", "not a name"]);
     assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an operation name"));
+    // Shaped like a name, refused by the server.
+    let output = server.cli(&["describe", "projects/p/operations/not a name"]);
+    assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("INVALID_ARGUMENT"));
     let unknown = std::process::Command::new(crate::support::binary())
         .args(["operations", "frobnicate"])
@@ -238,4 +242,199 @@ fn the_cli_speaks_https_to_a_tls_server() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
+}
+
+/// An operation whose producer supplies its own metadata type still shows
+/// its standard state, progress and verb in `list`, `describe --format
+/// table` and `wait`, while JSON output stays exactly Google's Operation.
+#[test]
+fn custom_metadata_operations_show_their_standard_state() {
+    let server = Server::start(&[]);
+    let name = "projects/custom/operations/c-1";
+    json(&server.cli(&[
+        "create",
+        "projects/custom",
+        "--queue",
+        "q",
+        "--operation-id",
+        "c-1",
+        "--verb",
+        "import",
+        "--metadata",
+        r#"{"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"rows": 3}}"#,
+    ]));
+    let (status, claimed) = call(
+        &server.endpoint,
+        "POST",
+        "/v1/projects/custom/operations:claim",
+        Some(&serde_json::json!({"queue": "q"})),
+    );
+    assert_eq!(status, 200, "{claimed}");
+    let lease = claimed["leaseToken"].as_str().unwrap().to_owned();
+    let updated = json(&server.cli(&[
+        "update",
+        name,
+        "--progress",
+        "40",
+        "--detail",
+        "reading rows",
+        "--lease-token",
+        &lease,
+    ]));
+    assert_eq!(updated["cancelRequested"], false);
+
+    let table = server.cli(&["list", "projects/custom"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("RUNNING") && text.contains("40%") && text.contains("import"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colours when stdout is not a terminal: {text:?}"
+    );
+    let details = server.cli(&["get", name, "--format", "table"]);
+    let text = String::from_utf8_lossy(&details.stdout);
+    assert!(text.contains("reading rows") && text.contains("40%"), "{text}");
+    let described = json(&server.cli(&["get", name]));
+    assert_eq!(
+        described["metadata"]["@type"], "type.googleapis.com/google.protobuf.Struct",
+        "JSON is the producer's Operation, untouched"
+    );
+    assert!(described.get("standard").is_none(), "{described}");
+
+    // `wait` says what it waits for and, off a terminal, prints progress
+    // lines; completing through the CLI ends it.
+    let endpoint = server.endpoint.clone();
+    let waiter = std::thread::spawn(move || {
+        std::process::Command::new(crate::support::binary())
+            .args(["operations", "--endpoint", &endpoint, "wait", name, "--timeout", "30s"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    json(&server.cli(&[
+        "complete",
+        name,
+        "--response",
+        r#"{"rows": 3}"#,
+        "--lease-token",
+        &lease,
+    ]));
+    let waited = waiter.join().unwrap();
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("waiting for {name} (import)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{name}: RUNNING 40% reading rows")),
+        "{stderr}"
+    );
+    let done: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(done["response"]["value"]["rows"], 3, "{done}");
+}
+
+#[test]
+fn yaml_completions_and_producer_errors() {
+    let server = Server::start(&[]);
+    let created = server.cli(&["create", "projects/y", "--operation-id", "y-1", "--format", "yaml"]);
+    let text = String::from_utf8_lossy(&created.stdout);
+    assert!(text.contains("name: projects/y/operations/y-1"), "{text}");
+    let failed = json(&server.cli(&[
+        "complete",
+        "projects/y/operations/y-1",
+        "--error-code",
+        "not_found",
+        "--error-message",
+        "no such file",
+    ]));
+    assert_eq!(failed["error"]["code"], 5);
+    let waited = server.cli(&["wait", "projects/y/operations/y-1"]);
+    assert_eq!(waited.status.code(), Some(1), "a failed operation exits 1");
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("no such file"));
+
+    let completions = std::process::Command::new(crate::support::binary())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(completions.status.success());
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("operations"));
+}
+
+/// Names that are not operations are usage errors, not empty answers.
+#[test]
+fn describing_a_collection_is_a_usage_error() {
+    let server = Server::start(&[]);
+    for args in [
+        ["describe", "projects/demo/operations"],
+        ["get", "projects/demo"],
+        ["cancel", "operations"],
+    ] {
+        let output = server.cli(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("not an operation") || stderr.contains("collection"),
+            "{stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&server.cli(&["describe", "projects/demo/operations"]).stderr).into_owned();
+    assert!(stderr.contains("longrun operations list projects/demo"), "{stderr}");
+}
+
+/// `watch` off a terminal prints the snapshot, then each change, as it
+/// happens; with --format json one event per line.
+#[test]
+fn watch_follows_changes() {
+    use std::io::BufRead as _;
+    let server = Server::start(&[]);
+    json(&server.cli(&["create", "projects/w", "--operation-id", "old", "--queue", "q"]));
+    for (format, expect_new) in [("table", "projects/w/operations/new-table QUEUED 0%"), ("json", "")] {
+        let mut child = std::process::Command::new(crate::support::binary())
+            .args([
+                "operations",
+                "--endpoint",
+                &server.endpoint,
+                "watch",
+                "projects/w",
+                "--format",
+                format,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().unwrap().unwrap();
+        // The snapshot (newest first), then the line that says it is complete.
+        let mut snapshot = Vec::new();
+        let synced = loop {
+            let line = next();
+            if line.contains("following changes") || line.contains(r#""event":"synced""#) {
+                break line;
+            }
+            snapshot.push(line);
+        };
+        assert!(
+            snapshot.last().unwrap().contains("projects/w/operations/old"),
+            "{snapshot:?}"
+        );
+        let id = format!("new-{format}");
+        json(&server.cli(&["create", "projects/w", "--operation-id", &id, "--queue", "q"]));
+        let change = next();
+        if format == "table" {
+            assert!(synced.contains("following changes"), "{synced}");
+            assert_eq!(change, expect_new);
+        } else {
+            assert_eq!(serde_json::from_str::<Value>(&synced).unwrap()["event"], "synced");
+            let event: Value = serde_json::from_str(&change).unwrap();
+            assert_eq!(event["operation"]["name"], format!("projects/w/operations/{id}"));
+            assert_eq!(event["standard"]["state"], "QUEUED");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

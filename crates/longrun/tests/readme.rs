@@ -119,6 +119,28 @@ fn readme_snippets_run_as_written() {
         "{lines:?}: wait exits 1 for the cancelled operation, everything else 0"
     );
 
+    // Producer commands, formats, and a watch (stopped after a moment, as
+    // a reader would with Ctrl-C).
+    let shell_blocks = blocks(&readme, "### From the shell: producers, formats, watching", "sh");
+    assert_eq!(shell_blocks.len(), 2, "{shell_blocks:?}");
+    let produced = succeeds(&shell.run("bash", &format!("set -e\n{}", shell_blocks[0])));
+    assert!(
+        produced.contains("page 2 of 5") && produced.contains("40%"),
+        "{produced}"
+    );
+    assert!(produced.contains("pages: 5"), "YAML of the finished report: {produced}");
+    shell.run(
+        "bash",
+        "longrun operations create projects/demo --operation-id report-2",
+    );
+    let watched = shell.run("bash", &format!("timeout 3 {}", shell_blocks[1]));
+    let text = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(watched.status.code(), Some(124), "runs until stopped: {text}");
+    assert!(
+        text.contains("projects/demo/operations/report-2 RUNNING 0%") && text.contains("following changes"),
+        "{text}"
+    );
+
     // A worker (terminal 1, in the background) and its work (terminal 2).
     let workers = blocks(&readme, "### Workers", "sh");
     let (first, second) = workers[0].split_once("# Terminal 2").unwrap();

@@ -174,7 +174,13 @@ pub(crate) fn error_body(service: &Service, request_id: &str, err: &Error) -> (S
         &ErrorInfo {
             reason: err.reason.to_owned(),
             domain: crate::grpc::ERROR_DOMAIN.to_owned(),
-            metadata: HashMap::from([("requestId".to_owned(), request_id.to_owned())]),
+            metadata: std::iter::once(("requestId".to_owned(), request_id.to_owned()))
+                .chain(
+                    err.metadata
+                        .iter()
+                        .map(|(key, value)| ((*key).to_owned(), value.clone())),
+                )
+                .collect(),
         },
     )];
     if status.is_server_error() {
@@ -348,7 +354,11 @@ async fn route(
     enums: Enums,
 ) -> Result<Value, Error> {
     let registry = service.registry();
-    let render = |operation: &Operation| operation_json(service, operation, enums);
+    let view = view_param(query)?;
+    let render = |operation: &Operation| match view {
+        View::Operation => operation_json(service, operation, enums),
+        View::Longrun => view_json(service, operation, enums),
+    };
     match (method.as_str(), call.verb, call.collection) {
         ("GET", None, true) => {
             let request = ListOperationsRequest {
@@ -537,6 +547,38 @@ fn decode<M: prost::Message + Default>(
 ) -> Result<M, Error> {
     set_resource(&mut json, "name", name)?;
     Ok(service.registry().from_json(message, &json)?)
+}
+
+/// What Get, List and Wait return for each operation: the `Operation`
+/// (what Google's clients expect), or with `?view=longrun` a
+/// `longrun.v1.OperationView`, which adds the standard state, progress, verb
+/// and times however the producer typed its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Operation,
+    Longrun,
+}
+
+fn view_param(query: &HashMap<String, String>) -> Result<View, Error> {
+    match query.get("view").map(String::as_str) {
+        None | Some("operation") => Ok(View::Operation),
+        Some("longrun") => Ok(View::Longrun),
+        Some(other) => Err(Error::invalid(
+            "INVALID_VIEW",
+            format!("view={other:?} is not a view; use view=operation (the default) or view=longrun"),
+        )),
+    }
+}
+
+fn view_json(service: &Service, operation: &Operation, enums: Enums) -> Result<Value, Error> {
+    service
+        .registry()
+        .to_json_with(
+            "longrun.v1.OperationView",
+            &longrun_proto::operation_view(operation),
+            enums,
+        )
+        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
 }
 
 fn operation_json(service: &Service, operation: &Operation, enums: Enums) -> Result<Value, Error> {
