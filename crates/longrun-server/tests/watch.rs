@@ -444,3 +444,63 @@ async fn grpc_watch_streams_the_same_events() {
     let status = client.watch_operations(bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+/// `?view=longrun` gives the standard fields of an operation whose producer
+/// uses its own metadata type; without it, Google's shape is untouched.
+#[tokio::test]
+async fn the_longrun_view_shows_standard_fields_under_custom_metadata() {
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .post(
+            "projects/v/operations",
+            json!({
+                "operationId": "custom",
+                "verb": "import",
+                "metadata": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"phase": "reading"}},
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let (status, _) = server
+        .post(
+            "projects/v/operations/custom:update",
+            json!({"progressPercent": 40, "statusDetail": "row 400"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (_, plain) = server.get("projects/v/operations/custom").await;
+    assert_eq!(plain["metadata"]["@type"], "type.googleapis.com/google.protobuf.Struct");
+    assert!(plain.get("standard").is_none(), "{plain}");
+
+    let (status, view) = server.get("projects/v/operations/custom?view=longrun").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["operation"], plain, "the view carries the operation as Google's clients get it");
+    assert_eq!(view["standard"]["state"], "RUNNING");
+    assert_eq!(view["standard"]["progressPercent"], 40);
+    assert_eq!(view["standard"]["statusDetail"], "row 400");
+    assert_eq!(view["standard"]["verb"], "import");
+
+    let (_, page) = server.get("projects/v/operations?view=longrun").await;
+    assert_eq!(page["operations"][0]["standard"]["verb"], "import", "{page}");
+    let (_, waited) = server
+        .post("projects/v/operations/custom:wait?view=longrun", json!({"timeout": "0s"}))
+        .await;
+    assert_eq!(waited["standard"]["progressPercent"], 40, "{waited}");
+
+    let (status, refused) = server.get("projects/v/operations/custom?view=full").await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["details"][0]["reason"], "INVALID_VIEW", "{refused}");
+}
+
+/// An invalid filter names its column in the error's metadata, for a
+/// console to point at.
+#[tokio::test]
+async fn filter_errors_carry_their_column() {
+    let server = TestServer::start().await;
+    let (status, body) = server.get("projects/v/operations?filter=done%20%3D%20maybe").await;
+    assert_eq!(status, 400);
+    let info = &body["error"]["details"][0];
+    assert_eq!(info["reason"], "INVALID_FILTER", "{body}");
+    assert_eq!(info["metadata"]["column"], "8", "{body}");
+}
