@@ -22,6 +22,7 @@
 
 mod auth;
 mod connections;
+mod console;
 mod core;
 mod counted;
 mod error;

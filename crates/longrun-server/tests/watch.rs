@@ -475,7 +475,10 @@ async fn the_longrun_view_shows_standard_fields_under_custom_metadata() {
 
     let (status, view) = server.get("projects/v/operations/custom?view=longrun").await;
     assert_eq!(status, 200, "{view}");
-    assert_eq!(view["operation"], plain, "the view carries the operation as Google's clients get it");
+    assert_eq!(
+        view["operation"], plain,
+        "the view carries the operation as Google's clients get it"
+    );
     assert_eq!(view["standard"]["state"], "RUNNING");
     assert_eq!(view["standard"]["progressPercent"], 40);
     assert_eq!(view["standard"]["statusDetail"], "row 400");
@@ -484,7 +487,10 @@ async fn the_longrun_view_shows_standard_fields_under_custom_metadata() {
     let (_, page) = server.get("projects/v/operations?view=longrun").await;
     assert_eq!(page["operations"][0]["standard"]["verb"], "import", "{page}");
     let (_, waited) = server
-        .post("projects/v/operations/custom:wait?view=longrun", json!({"timeout": "0s"}))
+        .post(
+            "projects/v/operations/custom:wait?view=longrun",
+            json!({"timeout": "0s"}),
+        )
         .await;
     assert_eq!(waited["standard"]["progressPercent"], 40, "{waited}");
 

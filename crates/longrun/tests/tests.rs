@@ -4,6 +4,7 @@
 //! and Google's own Python clients against a real server (interop).
 
 mod cli;
+mod console;
 mod crash;
 mod interop;
 mod interop_node;

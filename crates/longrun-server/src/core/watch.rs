@@ -461,6 +461,12 @@ impl Watcher {
     }
 
     fn changed(&mut self, name: &str, operation: Option<&Operation>, position: u64) -> Result<(), Stop> {
+        // Already shown: the snapshot was read after the hub published it,
+        // or the replay read it from the feed. Sent again it would be news
+        // twice.
+        if position <= self.position {
+            return Ok(());
+        }
         match self.judge(name, operation, position) {
             Some(event) => self.send(event),
             None => Ok(()),

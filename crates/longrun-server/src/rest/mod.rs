@@ -39,6 +39,7 @@ pub(crate) fn router(service: Shared) -> Router {
         .route("/$discovery/rest", get(documents::discovery))
         .route("/openapi.json", get(documents::openapi))
         .route("/v1/{*path}", any(dispatch))
+        .merge(crate::console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .fallback(unknown_path)
         .method_not_allowed_fallback(unknown_path)
