@@ -53,6 +53,9 @@ struct Args {
     /// Concurrent workers (claim, then complete) for `drain`.
     #[arg(long, default_value_t = 24)]
     workers: usize,
+    /// Claim long-polls left waiting during `idle-pollers`.
+    #[arg(long, default_value_t = 2000)]
+    pollers: usize,
     /// How long the saturation scenarios (`health`, `get`) run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -77,6 +80,10 @@ pub(crate) enum Scenario {
     /// Queue `operations`, then `workers` REST workers claim and complete
     /// them with trivial work.
     Drain,
+    /// `create1` while `pollers` claim long-polls wait on a queue that gets
+    /// no work: idle workers must not slow anyone down. Compare with
+    /// `create1` in the same run.
+    IdlePollers,
 }
 
 #[tokio::main]
@@ -89,7 +96,23 @@ async fn main() -> anyhow::Result<()> {
             .context("the bench binary has no directory")?
             .join("longrun"),
     };
-    let server = Server::start(&longrun, &args.store, &args.serve_args)?;
+    let mut serve_args = args.serve_args.clone();
+    if args.scenarios.contains(&Scenario::IdlePollers) {
+        // Room for every poller: a connection each, all blocked at once.
+        let room = (args.pollers + args.connections + 100).to_string();
+        serve_args.extend(
+            [
+                "--max-connections",
+                &room,
+                "--max-waiters-per-principal",
+                &room,
+                "--max-waiters",
+                &room,
+            ]
+            .map(String::from),
+        );
+    }
+    let server = Server::start(&longrun, &args.store, &serve_args)?;
     let durability = durability(&args.store).await;
     eprintln!(
         "longrun-bench: {} on {} ({durability}), {} cores",
@@ -109,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         operations: args.operations,
         connections: args.connections,
         workers: args.workers,
+        pollers: args.pollers,
         duration: args.duration,
     };
     if !args.json {

@@ -111,6 +111,7 @@ pub(crate) struct Bench {
     pub operations: usize,
     pub connections: usize,
     pub workers: usize,
+    pub pollers: usize,
     pub duration: Duration,
 }
 
@@ -138,7 +139,72 @@ impl Bench {
             Scenario::Create => self.creates("create", self.connections, self.operations, None).await,
             Scenario::Create1 => self.creates("create1", 1, (self.operations / 10).max(100), None).await,
             Scenario::Drain => self.drain().await,
+            Scenario::IdlePollers => self.idle_pollers().await,
         }
+    }
+
+    /// `create1` with `pollers` claim long-polls parked on an empty queue,
+    /// each on its own connection; the pollers are dropped afterwards.
+    async fn idle_pollers(&self) -> anyhow::Result<Outcome> {
+        let queue = format!("idle-{}", std::process::id());
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(self.pollers)
+            .timeout(Duration::from_secs(300))
+            .build()?;
+        let url = format!("{}/v1/{PARENT}/operations:claim", self.endpoint);
+        let mut pollers = JoinSet::new();
+        for i in 0..self.pollers {
+            let (client, url) = (client.clone(), url.clone());
+            let claim = json!({"queue": queue, "worker": format!("idle-{i}"), "wait": "60s"});
+            pollers.spawn(async move {
+                loop {
+                    let response = client.post(&url).json(&claim).send().await?;
+                    if !response.status().is_success() {
+                        bail!(
+                            "claim: {} {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        );
+                    }
+                    response.bytes().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+        // Until every poller is parked on the server (the waiters gauge).
+        let parked = Instant::now();
+        loop {
+            let metrics = self
+                .client
+                .get(format!("{}/metrics", self.endpoint))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let waiting = metrics
+                .lines()
+                .find(|line| line.starts_with("longrun_waiters "))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if waiting >= self.pollers as f64 {
+                break;
+            }
+            if parked.elapsed() > Duration::from_secs(60) {
+                bail!("only {waiting} of {} pollers are waiting after 60 s", self.pollers);
+            }
+            if let Some(Ok(Err(err))) = pollers.try_join_next() {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut outcome = self
+            .creates("idle-pollers", 1, (self.operations / 10).max(100), None)
+            .await?;
+        outcome.scenario = "pollers";
+        pollers.abort_all();
+        Ok(outcome)
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {

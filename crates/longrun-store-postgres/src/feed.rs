@@ -260,12 +260,15 @@ async fn read(
             match fetch(&pool, &cursor).await {
                 Ok(entries) => {
                     let full = i64::try_from(entries.len()).unwrap_or(i64::MAX) >= BATCH;
-                    for change in cursor.accept(entries, Instant::now()) {
+                    let fresh = cursor.accept(entries, Instant::now());
+                    // Before announcing (and also when nothing was new: a
+                    // gap given up moves it), so that whoever hears of a
+                    // change finds the store at or past its position.
+                    position.store(cursor.watermark(), Ordering::Release);
+                    for change in fresh {
                         // No receivers is fine: nobody is waiting.
                         let _ = announce.send(change);
                     }
-                    // Also when nothing was new: a gap given up moves it.
-                    position.store(cursor.watermark(), Ordering::Release);
                     if !full {
                         break;
                     }

@@ -42,7 +42,7 @@ use longrun_types::filter::{Filter, Indexed};
 use longrun_types::lifecycle::{Refusal, Step};
 use longrun_types::{Operation, OperationName, Outcome, Parent, Payload, State};
 
-pub use claim::claim_or_wait;
+pub use claim::{ClaimWaiters, claim_or_wait};
 pub use clock::{Clock, StoreClock, SystemClock};
 pub use longrun_types::lifecycle::{Backoff, Swept};
 

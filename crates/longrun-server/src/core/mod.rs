@@ -25,7 +25,7 @@ use longrun_proto::longrun::v1::{
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
 use longrun_store::{
-    Backoff, ClaimRequest, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update, claim_or_wait,
+    Backoff, ClaimRequest, ClaimWaiters, Completion, ListQuery, NewOperation, Store, SweepPolicy, Update, claim_or_wait,
 };
 use longrun_types::filter::{Filter, Indexed};
 use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload, validate_id};
@@ -108,6 +108,9 @@ pub struct Service {
     watch_buffer: usize,
     /// How often a quiet watch stream says it is alive.
     watch_heartbeat: Duration,
+    /// Claim long-polls parked on this node, woken one per claimable
+    /// operation of their queue.
+    claim_waiters: ClaimWaiters,
 }
 
 impl Service {
@@ -137,6 +140,7 @@ impl Service {
             hub: watch::HubCell::default(),
             watch_buffer: config.limits.watch_buffer,
             watch_heartbeat: config.limits.watch_heartbeat,
+            claim_waiters: ClaimWaiters::new(),
         }
     }
 
@@ -524,6 +528,7 @@ impl Service {
             };
             let claimed = claim_or_wait(
                 self.store.as_ref(),
+                &self.claim_waiters,
                 request,
                 || self.clock.now(),
                 deadline,

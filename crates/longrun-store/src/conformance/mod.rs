@@ -6,6 +6,7 @@ mod feed;
 mod filters;
 mod nodes;
 mod random;
+mod waiters;
 mod work;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     nodes::older_operations_are_reindexed(harness).await;
     nodes::changes_reach_every_node(harness).await;
     nodes::request_ids_hold_across_nodes(harness).await;
+    waiters::each_queued_operation_wakes_one_waiter_that_can_claim_it(harness).await;
     // Last: its sweep runs far in the future.
     feed::the_feed_forgets_after_its_retention(store).await;
 }

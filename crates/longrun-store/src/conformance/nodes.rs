@@ -240,8 +240,10 @@ pub(super) async fn changes_reach_every_node(harness: &dyn Harness) {
         let b = b.clone();
         tokio::spawn(async move {
             let started = Instant::now();
+            let waiters = crate::ClaimWaiters::new();
             let claimed: Option<Operation> = claim_or_wait(
                 b.as_ref(),
+                &waiters,
                 |now| crate::ClaimRequest {
                     now,
                     ..claim_request("feed", "fq", now)
