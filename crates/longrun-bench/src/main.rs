@@ -56,6 +56,13 @@ struct Args {
     /// Claim long-polls left waiting during `idle-pollers`.
     #[arg(long, default_value_t = 2000)]
     pollers: usize,
+    /// Waits blocked at once during `waits`.
+    #[arg(long, default_value_t = 10_000)]
+    waiters: usize,
+    /// `waits` over HTTP/2 (200 Waits per connection, as gRPC clients
+    /// multiplex calls) instead of one HTTP/1.1 connection per Wait.
+    #[arg(long)]
+    http2: bool,
     /// How long the saturation scenarios (`health`, `get`) run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -84,6 +91,12 @@ pub(crate) enum Scenario {
     /// no work: idle workers must not slow anyone down. Compare with
     /// `create1` in the same run.
     IdlePollers,
+    /// Wait wake-up: from sending a completion to the answer of a Wait
+    /// blocked on that operation, one at a time (`operations / 20`).
+    WaitWakeup,
+    /// `waiters` Waits blocked at once (one connection each), then all
+    /// woken: the server's peak RSS is the figure.
+    Waits,
 }
 
 #[tokio::main]
@@ -97,9 +110,9 @@ async fn main() -> anyhow::Result<()> {
             .join("longrun"),
     };
     let mut serve_args = args.serve_args.clone();
-    if args.scenarios.contains(&Scenario::IdlePollers) {
-        // Room for every poller: a connection each, all blocked at once.
-        let room = (args.pollers + args.connections + 100).to_string();
+    if args.scenarios.contains(&Scenario::IdlePollers) || args.scenarios.contains(&Scenario::Waits) {
+        // Room for every poller and waiter: a connection each, all blocked at once.
+        let room = (args.pollers.max(args.waiters) + args.connections + 100).to_string();
         serve_args.extend(
             [
                 "--max-connections",
@@ -133,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
         connections: args.connections,
         workers: args.workers,
         pollers: args.pollers,
+        waiters: args.waiters,
+        http2: args.http2,
         duration: args.duration,
     };
     if !args.json {

@@ -112,6 +112,8 @@ pub(crate) struct Bench {
     pub connections: usize,
     pub workers: usize,
     pub pollers: usize,
+    pub waiters: usize,
+    pub http2: bool,
     pub duration: Duration,
 }
 
@@ -140,7 +142,128 @@ impl Bench {
             Scenario::Create1 => self.creates("create1", 1, (self.operations / 10).max(100), None).await,
             Scenario::Drain => self.drain().await,
             Scenario::IdlePollers => self.idle_pollers().await,
+            Scenario::WaitWakeup => self.wait_wakeup().await,
+            Scenario::Waits => self.waits().await,
         }
+    }
+
+    /// One Wait at a time on a fresh operation; the operation is completed
+    /// once the Wait is blocked (the waiters gauge says so). Records the
+    /// time from sending the completion to the Wait's answer: the commit,
+    /// the wake-up and both answers, an upper bound on commit → answer.
+    async fn wait_wakeup(&self) -> anyhow::Result<Outcome> {
+        let rounds = (self.operations / 20).max(50);
+        let run = format!("wake-{}", std::process::id());
+        let started = Instant::now();
+        let mut latencies = histogram();
+        for i in 0..rounds {
+            let id = format!("{run}-{i}");
+            self.create(&id, json!({})).await?;
+            let name = format!("{PARENT}/operations/{id}");
+            let waiter = {
+                let (client, url) = (self.client.clone(), format!("{}/v1/{name}:wait", self.endpoint));
+                tokio::spawn(async move {
+                    let response = client.post(&url).json(&json!({"timeout": "30s"})).send().await?;
+                    let body: Value = response.json().await?;
+                    Ok::<_, anyhow::Error>((Instant::now(), body))
+                })
+            };
+            self.until_waiting(1).await?;
+            // From sending the completion: an upper bound on commit → answer.
+            let committed = Instant::now();
+            self.post(&format!("/v1/{name}:complete"), &json!({"response": {}}))
+                .await?;
+            let (answered, body) = waiter.await??;
+            if body["done"] != json!(true) {
+                bail!("the Wait answered before completion: {body}");
+            }
+            let micros = u64::try_from(answered.saturating_duration_since(committed).as_micros()).unwrap_or(u64::MAX);
+            latencies.saturating_record(micros.max(1));
+        }
+        Ok(Outcome::new("wakeup", 1, &latencies, started.elapsed()))
+    }
+
+    /// Waits until the server counts at least `count` blocked calls.
+    async fn until_waiting(&self, count: usize) -> anyhow::Result<()> {
+        let since = Instant::now();
+        loop {
+            let metrics = self
+                .client
+                .get(format!("{}/metrics", self.endpoint))
+                .send()
+                .await?
+                .text()
+                .await?;
+            let waiting = metrics
+                .lines()
+                .find(|line| line.starts_with("longrun_waiters "))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if waiting >= count as f64 {
+                return Ok(());
+            }
+            if since.elapsed() > Duration::from_secs(120) {
+                bail!("only {waiting} of {count} calls are blocked after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(if count > 1 { 200 } else { 1 })).await;
+        }
+    }
+
+    /// `waiters` Waits at once on 100 operations, then every operation
+    /// completed: each Wait's latency is from the completions' start.
+    async fn waits(&self) -> anyhow::Result<Outcome> {
+        let run = format!("waits-{}", std::process::id());
+        let operations = 100;
+        for i in 0..operations {
+            self.create(&format!("{run}-{i}"), json!({})).await?;
+        }
+        // HTTP/1.1: one connection per Wait. HTTP/2: a client (and so a
+        // connection) per 200 Waits, below the server's stream limit.
+        let per_client = if self.http2 { 200 } else { self.waiters.max(1) };
+        let clients = (0..self.waiters.div_ceil(per_client))
+            .map(|_| {
+                let builder = reqwest::Client::builder()
+                    .pool_max_idle_per_host(self.waiters)
+                    .timeout(Duration::from_secs(300));
+                if self.http2 {
+                    builder.http2_prior_knowledge()
+                } else {
+                    builder
+                }
+                .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut waiters = JoinSet::new();
+        for w in 0..self.waiters {
+            let url = format!("{}/v1/{PARENT}/operations/{run}-{}:wait", self.endpoint, w % operations);
+            let client = clients[w / per_client].clone();
+            waiters.spawn(async move {
+                let response = client.post(&url).json(&json!({"timeout": "120s"})).send().await?;
+                let body: Value = response.json().await?;
+                if body["done"] != json!(true) {
+                    bail!("a Wait answered before completion: {body}");
+                }
+                Ok::<_, anyhow::Error>(Instant::now())
+            });
+        }
+        self.until_waiting(self.waiters).await?;
+        let started = Instant::now();
+        for i in 0..operations {
+            self.post(
+                &format!("/v1/{PARENT}/operations/{run}-{i}:complete"),
+                &json!({"response": {}}),
+            )
+            .await?;
+        }
+        let mut latencies = histogram();
+        while let Some(done) = waiters.join_next().await {
+            let answered = done??;
+            let micros = u64::try_from(answered.saturating_duration_since(started).as_micros()).unwrap_or(u64::MAX);
+            latencies.saturating_record(micros.max(1));
+        }
+        let scenario = if self.http2 { "waits-h2" } else { "waits" };
+        Ok(Outcome::new(scenario, self.waiters, &latencies, started.elapsed()))
     }
 
     /// `create1` with `pollers` claim long-polls parked on an empty queue,
@@ -173,31 +296,9 @@ impl Bench {
             });
         }
         // Until every poller is parked on the server (the waiters gauge).
-        let parked = Instant::now();
-        loop {
-            let metrics = self
-                .client
-                .get(format!("{}/metrics", self.endpoint))
-                .send()
-                .await?
-                .text()
-                .await?;
-            let waiting = metrics
-                .lines()
-                .find(|line| line.starts_with("longrun_waiters "))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|value| value.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if waiting >= self.pollers as f64 {
-                break;
-            }
-            if parked.elapsed() > Duration::from_secs(60) {
-                bail!("only {waiting} of {} pollers are waiting after 60 s", self.pollers);
-            }
-            if let Some(Ok(Err(err))) = pollers.try_join_next() {
-                return Err(err);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            parked = self.until_waiting(self.pollers) => parked?,
+            Some(Ok(Err(err))) = pollers.join_next() => return Err(err),
         }
         let mut outcome = self
             .creates("idle-pollers", 1, (self.operations / 10).max(100), None)

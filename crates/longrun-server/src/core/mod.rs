@@ -3,6 +3,7 @@
 //! message, call one method here, and encode the result.
 
 mod waiters;
+mod wakeups;
 mod watch;
 
 pub use watch::{Event as WatchEvent, Sent as WatchSent, WatchStream};
@@ -11,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, Action, Principal, Scope, authorize, scope};
@@ -111,6 +111,8 @@ pub struct Service {
     /// Claim long-polls parked on this node, woken one per claimable
     /// operation of their queue.
     claim_waiters: ClaimWaiters,
+    /// Wait calls blocked on this node, woken by the name that changed.
+    wakeups: wakeups::Wakeups,
 }
 
 impl Service {
@@ -141,6 +143,7 @@ impl Service {
             watch_buffer: config.limits.watch_buffer,
             watch_heartbeat: config.limits.watch_heartbeat,
             claim_waiters: ClaimWaiters::new(),
+            wakeups: wakeups::Wakeups::default(),
         }
     }
 
@@ -291,27 +294,22 @@ impl Service {
             let deadline = caller.deadline.map_or(tokio::time::Instant::now() + timeout, |caller| {
                 caller.min(tokio::time::Instant::now() + timeout)
             });
-            let key = name.to_string();
             let _waiter = self.metrics.waiter();
-            // Subscribe before reading so no completion slips between the two.
-            let mut changes = self.store.changes();
+            let listening = self.wakeups.listen(self.store.as_ref(), &name.to_string());
             loop {
+                // Armed before reading, so no completion slips between the two.
+                let changed = listening.armed();
                 let operation = self.store.get(&name).await?;
                 if operation.done() {
                     return Ok(operation);
                 }
-                loop {
-                    let change = tokio::select! {
-                        change = changes.recv() => change,
-                        () = tokio::time::sleep_until(deadline) => return Ok(self.store.get(&name).await?),
-                        () = self.shutdown.cancelled() => return Ok(operation),
-                    };
-                    match change {
-                        Ok(change) if change.name == key => break,
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return Err(Error::internal("store change feed closed")),
-                    }
+                if listening.closed() {
+                    return Err(Error::internal("store change feed closed"));
+                }
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep_until(deadline) => return Ok(self.store.get(&name).await?),
+                    () = self.shutdown.cancelled() => return Ok(operation),
                 }
             }
         })
