@@ -277,9 +277,10 @@ pub async fn claim_or_wait(
 }
 
 /// A waiter woken for an operation it could not claim (its grants or a
-/// narrower parent exclude it, or another node took it): if that operation's
-/// parent still has claimable work, the wake goes to a waiter that has not
-/// tried yet.
+/// narrower parent exclude it, another node took it, or its retry backoff
+/// has not ended): if that operation's parent still has claimable work, the
+/// wake goes to a waiter that has not tried yet; if the work becomes
+/// claimable later, to whoever waits then.
 async fn pass_on(
     store: &dyn Store,
     waiters: &ClaimWaiters,
@@ -296,10 +297,31 @@ async fn pass_on(
     else {
         return Ok(());
     };
-    let claimable_now = store.next_claimable(&parent, queue).await?.is_some_and(|at| at <= now);
-    if claimable_now {
-        wake.tried.insert(parked.id);
-        waiters.shared.wake_one(queue, wake);
+    match store.next_claimable(&parent, queue).await? {
+        Some(at) if at <= now => {
+            wake.tried.insert(parked.id);
+            waiters.shared.wake_one(queue, wake);
+        }
+        // Re-queued with a retry backoff: whoever waits when it ends gets
+        // the wake, even if this waiter has gone by then.
+        Some(at) => {
+            let delay = at.duration_since(now).unwrap_or_default();
+            let shared = Arc::downgrade(&waiters.shared);
+            let queue = queue.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Some(shared) = shared.upgrade() {
+                    shared.wake_one(
+                        &queue,
+                        Wake {
+                            name: wake.name,
+                            tried: HashSet::new(),
+                        },
+                    );
+                }
+            });
+        }
+        None => {}
     }
     Ok(())
 }

@@ -82,6 +82,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     nodes::changes_reach_every_node(harness).await;
     nodes::request_ids_hold_across_nodes(harness).await;
     waiters::each_queued_operation_wakes_one_waiter_that_can_claim_it(harness).await;
+    waiters::a_backoff_ending_wakes_whoever_waits_then(harness).await;
     // Last: its sweep runs far in the future.
     feed::the_feed_forgets_after_its_retention(store).await;
 }

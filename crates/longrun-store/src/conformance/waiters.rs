@@ -108,3 +108,65 @@ pub(super) async fn each_queued_operation_wakes_one_waiter_that_can_claim_it(har
     assert!(!refused.is_finished());
     refused.abort();
 }
+
+pub(super) async fn a_backoff_ending_wakes_whoever_waits_then(harness: &dyn Harness) {
+    let store = harness.store();
+    let waiters = Arc::new(ClaimWaiters::new());
+    let clock = Arc::new(std::sync::Mutex::new(t0()));
+    let mut flaky = queued("herd-backoff", "flaky", "bq");
+    flaky.max_attempts = 2;
+    store.create(flaky).await.unwrap();
+    let running = store
+        .claim(claim_request("herd-backoff", "bq", t0()))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Two waiters, before the operation is re-queued: the first is woken
+    // by the re-queue, finds it backing off, and leaves before it ends.
+    let spawn = |deadline: Duration| {
+        let (store, waiters, clock) = (store.clone(), waiters.clone(), clock.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let claimed = claim_or_wait(
+                store.as_ref(),
+                &waiters,
+                |now| ClaimRequest {
+                    now,
+                    ..claim_request("herd-backoff", "bq", now)
+                },
+                || *clock.lock().unwrap(),
+                started + deadline,
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+            (claimed, started.elapsed())
+        })
+    };
+    let leaving = spawn(Duration::from_millis(600));
+    settle().await;
+    let staying = spawn(Duration::from_secs(20));
+    settle().await;
+    let retry = crate::Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(1),
+    };
+    let failing = crate::Completion {
+        lease_token: running.lease.as_ref().map(|lease| lease.token.clone()),
+        outcome: longrun_types::Outcome::Error(longrun_types::Status::new(longrun_types::Code::Unavailable, "flaky")),
+        indexed: Vec::new(),
+        retry: Some(retry),
+    };
+    store.complete(&running.name, failing, t0()).await.unwrap();
+    let (left_with, _) = leaving.await.unwrap();
+    assert!(left_with.is_none(), "backing off: nothing to claim yet");
+    // The backoff ends (on the store's clock and in real time alike).
+    *clock.lock().unwrap() = t0() + Duration::from_secs(1);
+    let (claimed, waited) = staying.await.unwrap();
+    assert_eq!(claimed.map(|operation| operation.attempt), Some(2));
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken when the backoff ended, not at its deadline: {waited:?}"
+    );
+}
