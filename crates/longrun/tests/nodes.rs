@@ -510,3 +510,48 @@ fn a_watch_on_one_node_follows_writes_on_another_and_resumes_on_a_third() {
         "only what changed after the last event read, not the snapshot again"
     );
 }
+
+/// The gRPC watch on one node streams what another node writes.
+#[test]
+fn a_grpc_watch_on_one_node_follows_writes_on_another() {
+    use longrun_proto::longrun::v1::WatchOperationsRequest;
+    use longrun_proto::longrun::v1::watch_client::WatchClient;
+    use longrun_proto::longrun::v1::watch_operations_response::Event;
+
+    let database = TestDatabase::create();
+    let [a, b]: [Server; 2] = nodes(&database, 2).try_into().ok().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = WatchClient::connect(b.endpoint.clone()).await.unwrap();
+        let mut stream = client
+            .watch_operations(WatchOperationsRequest {
+                name: "projects/demo/locations/us".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert!(matches!(first.event, Some(Event::Synced(_))), "{first:?}");
+        let started = Instant::now();
+        create(&a, "over-grpc", json!({"verb": "export"}));
+        let event = loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            if let Some(Event::Operation(view)) = message.event {
+                break (view, message.resume_token);
+            }
+        };
+        let (view, resume_token) = event;
+        assert_eq!(
+            view.operation.unwrap().name,
+            "projects/demo/locations/us/operations/over-grpc"
+        );
+        assert_eq!(view.standard.unwrap().verb, "export");
+        assert!(!resume_token.is_empty(), "a live event can be resumed from");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    });
+}
