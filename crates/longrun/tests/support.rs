@@ -1,6 +1,7 @@
 //! Starting the real `longrun` binary for a test.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,11 @@ impl Server {
         if !extra.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
+        // A group of its own, killed whole: a wrapper such as `faketime`
+        // runs the server as its child, which killing the wrapper alone
+        // would leave running.
         let mut child = command
+            .process_group(0)
             .args(["--store", store])
             .args(["--store-pool-size", "4", "--log-format", "json"])
             .args(extra)
@@ -115,9 +120,18 @@ impl Server {
     /// Stops the server at once (SIGKILL) and hands back its database
     /// directory (SQLite only).
     pub fn kill(mut self) -> Option<tempfile::TempDir> {
+        self.kill_group();
+        self.dir.take()
+    }
+
+    /// SIGKILL to the server's process group (the server, and a wrapper
+    /// around it), then reaps it.
+    fn kill_group(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.dir.take()
     }
 
     /// Sends SIGTERM and returns how long the process took to exit.
@@ -132,8 +146,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill_group();
     }
 }
 
