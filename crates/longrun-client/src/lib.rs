@@ -371,11 +371,7 @@ impl Client {
 
     /// One page of the operations under `parent` (`""` for top level).
     pub async fn list(&self, parent: &str, options: &ListOptions) -> Result<ListPage, Error> {
-        let path = if parent.is_empty() {
-            "operations".to_owned()
-        } else {
-            format!("{parent}/operations")
-        };
+        let path = collection(parent);
         let mut query = Vec::new();
         if !options.filter.is_empty() {
             query.push(("filter", options.filter.clone()));
@@ -427,11 +423,7 @@ impl Client {
 
     /// Creates an operation under `parent` (longrun's producer API).
     pub async fn create(&self, parent: &str, request: &CreateRequest) -> Result<Operation, Error> {
-        let path = if parent.is_empty() {
-            "operations".to_owned()
-        } else {
-            format!("{parent}/operations")
-        };
+        let path = collection(parent);
         let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
         self.call(reqwest::Method::POST, &path, &[], Some(&body)).await
     }
@@ -462,11 +454,7 @@ impl Client {
     /// Leases the next queued operation of `queue` under `parent`, waiting up
     /// to `wait` for one to arrive. `None` when none did.
     pub async fn claim(&self, parent: &str, request: &ClaimRequest) -> Result<Option<Claim>, Error> {
-        let path = if parent.is_empty() {
-            "operations:claim".to_owned()
-        } else {
-            format!("{parent}/operations:claim")
-        };
+        let path = format!("{}:claim", collection(parent));
         let body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
         let claim: Claim = self.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
         Ok((!claim.lease_token.is_empty()).then_some(claim))
@@ -541,6 +529,15 @@ pub struct Claim {
 /// A duration in proto3 JSON form.
 pub fn duration_json(duration: Duration) -> String {
     format!("{}s", duration.as_secs_f64())
+}
+
+/// The operations collection under `parent` (`""`: top level).
+fn collection(parent: &str) -> String {
+    if parent.is_empty() {
+        "operations".to_owned()
+    } else {
+        format!("{parent}/operations")
+    }
 }
 
 /// An error and its causes, `: `-separated; reqwest's own text names only

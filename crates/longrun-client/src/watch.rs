@@ -57,11 +57,7 @@ impl Client {
     /// request (an invalid filter, a permission) come back here; once it is
     /// open the watch reconnects by itself.
     pub async fn watch(&self, parent: &str, filter: &str) -> Result<Watch, Error> {
-        let path = if parent.is_empty() {
-            "operations:watch".to_owned()
-        } else {
-            format!("{parent}/operations:watch")
-        };
+        let path = format!("{}:watch", crate::collection(parent));
         let mut query = Vec::new();
         if !filter.is_empty() {
             query.push(("filter", filter.to_owned()));

@@ -35,6 +35,17 @@ impl Error {
         }
     }
 
+    /// `ErrorInfo.metadata` for a caller: the request id and this error's own.
+    pub fn info_metadata(&self, request_id: &str) -> std::collections::HashMap<String, String> {
+        std::iter::once(("requestId".to_owned(), request_id.to_owned()))
+            .chain(
+                self.metadata
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.clone())),
+            )
+            .collect()
+    }
+
     /// The same error with `key: value` in its `ErrorInfo.metadata`.
     #[must_use]
     pub fn with_metadata(mut self, key: &'static str, value: impl Into<String>) -> Self {

@@ -146,13 +146,7 @@ fn status_of(err: &Error, request_id: &str) -> Status {
     let info = rpc::ErrorInfo {
         reason: err.reason.to_owned(),
         domain: ERROR_DOMAIN.to_owned(),
-        metadata: std::iter::once(("requestId".to_owned(), request_id.to_owned()))
-            .chain(
-                err.metadata
-                    .iter()
-                    .map(|(key, value)| ((*key).to_owned(), value.clone())),
-            )
-            .collect(),
+        metadata: err.info_metadata(request_id),
     };
     let details = rpc::Status {
         code: err.code.as_i32(),

@@ -12,14 +12,14 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, binary, call, run, workspace_root};
+use crate::support::{Server, binary, call, npm_suite, workspace_root};
 
 const SEEDED: &str = "/v1/projects/demo/locations/us/operations";
 
 #[test]
 fn the_console_works_in_headless_chromium() {
     let chromium = chromium();
-    let suite = install();
+    let suite = npm_suite("tests/console");
     // Long enough that the seeded operation asked to cancel stays
     // "cancelling…" while the suite runs.
     let open = Server::start(&["--cancel-grace", "10m"]);
@@ -207,21 +207,4 @@ fn chromium() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// The suite's packages from npm, installed again only when the lockfile
-/// changed; returns the suite's directory.
-fn install() -> PathBuf {
-    let suite = workspace_root().join("tests/console");
-    let lock_file = std::fs::File::create(workspace_root().join("target/console-node.lock")).unwrap();
-    lock_file.lock().unwrap();
-    let lock = std::fs::read_to_string(suite.join("package-lock.json")).unwrap();
-    let stamp = suite.join("node_modules/.installed-lock");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-        run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
-            .current_dir(&suite));
-        std::fs::write(&stamp, &lock).unwrap();
-    }
-    suite
 }

@@ -9,11 +9,11 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::support::{Server, call, run, workspace_root};
+use crate::support::{Server, call, npm_suite, workspace_root};
 
 #[test]
 fn google_gax_drives_the_real_server() {
-    let suite = install();
+    let suite = npm_suite("tests/interop-node");
     let server = Server::start(&[]);
     let status = Command::new("node")
         .arg("--test")
@@ -32,7 +32,7 @@ fn google_gax_drives_the_real_server() {
 /// first operation.
 #[test]
 fn the_readme_recipes_run_as_written() {
-    let suite = install();
+    let suite = npm_suite("tests/interop-node");
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
     let section = readme
         .split_once("## Using Google's Node client")
@@ -82,22 +82,4 @@ fn the_readme_recipes_run_as_written() {
         })
         .collect();
     assert_eq!(printed, ["true type.googleapis.com/google.protobuf.Struct", "true 3"]);
-}
-
-/// The suite's packages from npm, installed again only when the lockfile
-/// changed; returns the suite's directory.
-fn install() -> std::path::PathBuf {
-    let suite = workspace_root().join("tests/interop-node");
-    // Both tests here install; one at a time.
-    let lock_file = std::fs::File::create(workspace_root().join("target/interop-node.lock")).unwrap();
-    lock_file.lock().unwrap();
-    let lock = std::fs::read_to_string(suite.join("package-lock.json")).unwrap();
-    let stamp = suite.join("node_modules/.installed-lock");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
-        run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
-            .current_dir(&suite));
-        std::fs::write(&stamp, &lock).unwrap();
-    }
-    suite
 }

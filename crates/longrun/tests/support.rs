@@ -150,6 +150,25 @@ impl Drop for Server {
     }
 }
 
+/// The npm packages of the suite in `dir` (relative to the workspace),
+/// installed with `npm ci` again only when its lockfile changed, one test
+/// at a time; returns the suite's directory.
+pub fn npm_suite(dir: &str) -> PathBuf {
+    let suite = workspace_root().join(dir);
+    let lock_name = format!("target/{}.lock", dir.replace('/', "-"));
+    let lock_file = std::fs::File::create(workspace_root().join(lock_name)).unwrap();
+    lock_file.lock().unwrap();
+    let lock = std::fs::read_to_string(suite.join("package-lock.json")).unwrap();
+    let stamp = suite.join("node_modules/.installed-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
+            .current_dir(&suite));
+        std::fs::write(&stamp, &lock).unwrap();
+    }
+    suite
+}
+
 /// Runs `command`, panicking unless it succeeds.
 pub fn run(command: &mut Command) {
     let status = command

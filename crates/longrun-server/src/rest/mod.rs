@@ -175,13 +175,7 @@ pub(crate) fn error_body(service: &Service, request_id: &str, err: &Error) -> (S
         &ErrorInfo {
             reason: err.reason.to_owned(),
             domain: crate::grpc::ERROR_DOMAIN.to_owned(),
-            metadata: std::iter::once(("requestId".to_owned(), request_id.to_owned()))
-                .chain(
-                    err.metadata
-                        .iter()
-                        .map(|(key, value)| ((*key).to_owned(), value.clone())),
-                )
-                .collect(),
+            metadata: err.info_metadata(request_id),
         },
     )];
     if status.is_server_error() {
