@@ -33,12 +33,8 @@ impl PostgresStore {
         let expiry = sql.bind(Param::Time(request.now + request.lease_duration));
         let now = sql.bind(Param::Time(request.now));
         let running = sql.bind(Param::Int(State::Running.as_i32().into()));
-        let queued = sql.bind(Param::Int(State::Queued.as_i32().into()));
-        let queue = sql.bind(Param::Text(request.queue.clone()));
-        sql.push(format!(
-            "state = {queued} AND queue = {queue} AND available_time <= {now}"
-        ));
-        sql.under(&request.parent);
+        sql.queued_under(&request.queue, &request.parent);
+        sql.push(format!("available_time <= {now}"));
         if let Some(prefixes) = &request.within {
             sql.within(prefixes);
         }
@@ -62,10 +58,7 @@ impl PostgresStore {
 
     pub(crate) async fn next_claimable_time(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>> {
         let mut sql = SqlBuilder::new(Dialect::Postgres);
-        let queued = sql.bind(Param::Int(State::Queued.as_i32().into()));
-        let queue = sql.bind(Param::Text(queue.to_owned()));
-        sql.push(format!("state = {queued} AND queue = {queue}"));
-        sql.under(parent);
+        sql.queued_under(queue, parent);
         let text = format!(
             "SELECT min(available_time) FROM operations WHERE {}",
             sql.where_clause()

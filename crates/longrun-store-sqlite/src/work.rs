@@ -47,10 +47,7 @@ impl SqliteStore {
 
     pub(crate) async fn next_claimable_time(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>> {
         let mut sql = SqlBuilder::new(Dialect::Sqlite);
-        let queued = sql.bind(Param::Int(State::Queued.as_i32().into()));
-        let queue = sql.bind(Param::Text(queue.to_owned()));
-        sql.push(format!("state = {queued} AND queue = {queue}"));
-        sql.under(parent);
+        sql.queued_under(queue, parent);
         let text = format!(
             "SELECT min(available_time) FROM operations WHERE {}",
             sql.where_clause()
@@ -174,12 +171,8 @@ pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::
     let duration = sql.bind(Param::Int(micros_of(request.lease_duration)));
     let now_param = sql.bind(Param::Int(now));
     let running = sql.bind(Param::Int(State::Running.as_i32().into()));
-    let queued = sql.bind(Param::Int(State::Queued.as_i32().into()));
-    let queue = sql.bind(Param::Text(request.queue.clone()));
-    sql.push(format!(
-        "state = {queued} AND queue = {queue} AND available_time <= {now_param}"
-    ));
-    sql.under(&request.parent);
+    let queued = sql.queued_under(&request.queue, &request.parent);
+    sql.push(format!("available_time <= {now_param}"));
     if let Some(prefixes) = &request.within {
         sql.within(prefixes);
     }

@@ -16,10 +16,10 @@ use std::time::SystemTime;
 
 use crate::micros::{from_micros, micros};
 use crate::{Cursor, ListQuery};
-use longrun_types::Parent;
 use longrun_types::filter::{
     Comparator, Custom, Expr, Field, Filter, Kind, Restriction, STANDARD_METADATA_TYPE, Value,
 };
+use longrun_types::{Parent, State};
 
 /// How a backend spells what differs between SQL databases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,17 @@ impl SqlBuilder {
         } else {
             self.push(format!("({})", reaches.join(" OR ")));
         }
+    }
+
+    /// Queued operations of `queue` whose parent is `parent` or lies below
+    /// it: what a claim takes from, and whose earliest availability a
+    /// waiting claim sleeps until. Returns the queued state's placeholder.
+    pub fn queued_under(&mut self, queue: &str, parent: &Parent) -> String {
+        let queued = self.bind(Param::Int(State::Queued.as_i32().into()));
+        let queue = self.bind(Param::Text(queue.to_owned()));
+        self.push(format!("state = {queued} AND queue = {queue}"));
+        self.under(parent);
+        queued
     }
 
     /// The parameters bound so far, in placeholder order.
