@@ -53,6 +53,11 @@ struct Args {
     /// Concurrent workers (claim, then complete) for `drain`.
     #[arg(long, default_value_t = 24)]
     workers: usize,
+    /// Operations each `drain` worker asks for per claim
+    /// (`maxOperations`); it completes a batch's operations concurrently.
+    /// 1 claims one at a time, as the plain protocol does.
+    #[arg(long, default_value_t = 1)]
+    claim_batch: u32,
     /// Claim long-polls left waiting during `idle-pollers`.
     #[arg(long, default_value_t = 2000)]
     pollers: usize,
@@ -136,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
     // reqwest's TLS comes without a crypto provider; longrun uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections.max(args.workers))
+        .pool_max_idle_per_host(args.connections.max(args.workers * args.claim_batch as usize))
         .timeout(Duration::from_secs(120))
         .build()?;
     let bench = scenarios::Bench {
@@ -145,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         operations: args.operations,
         connections: args.connections,
         workers: args.workers,
+        claim_batch: args.claim_batch,
         pollers: args.pollers,
         waiters: args.waiters,
         http2: args.http2,

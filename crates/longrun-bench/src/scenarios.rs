@@ -111,6 +111,7 @@ pub(crate) struct Bench {
     pub operations: usize,
     pub connections: usize,
     pub workers: usize,
+    pub claim_batch: u32,
     pub pollers: usize,
     pub waiters: usize,
     pub http2: bool,
@@ -425,7 +426,9 @@ impl Bench {
     }
 
     /// Queues `operations`, then `workers` clients claim and complete them
-    /// (REST worker protocol, trivial work) until none is left.
+    /// (REST worker protocol, trivial work) until none is left. With
+    /// `claim_batch` above 1 each claim asks for that many and the worker
+    /// completes them concurrently.
     async fn drain(&self) -> anyhow::Result<Outcome> {
         let queue = format!("drain-{}", std::process::id());
         let queued = self
@@ -441,32 +444,33 @@ impl Bench {
                 remaining.clone(),
                 queue.clone(),
             );
+            let mut claim = json!({"queue": queue, "worker": format!("bench-{w}"), "wait": "1s"});
+            if self.claim_batch > 1 {
+                claim["maxOperations"] = self.claim_batch.into();
+            }
             workers.spawn(async move {
                 let mut latencies = histogram();
                 let claim_url = format!("{endpoint}/v1/{PARENT}/operations:claim");
-                let claim = json!({"queue": queue, "worker": format!("bench-{w}"), "wait": "1s"});
                 while remaining.load(Ordering::Relaxed) > 0 {
                     let sent = Instant::now();
-                    let claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
-                    let Some(name) = claimed["operation"]["name"].as_str() else {
+                    let mut claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
+                    let claims = if claimed.get("operation").is_some() {
+                        vec![claimed]
+                    } else if let Some(Value::Array(claims)) = claimed.get_mut("claims") {
+                        std::mem::take(claims)
+                    } else {
                         continue;
                     };
-                    let done = json!({"leaseToken": claimed["leaseToken"], "response": {"ok": true}});
-                    let response = client
-                        .post(format!("{endpoint}/v1/{name}:complete"))
-                        .json(&done)
-                        .send()
-                        .await?;
-                    if !response.status().is_success() {
-                        bail!(
-                            "complete: {} {}",
-                            response.status(),
-                            response.text().await.unwrap_or_default()
-                        );
+                    let mut completions = JoinSet::new();
+                    for claimed in claims {
+                        let (client, endpoint) = (client.clone(), endpoint.clone());
+                        completions.spawn(async move { complete_trivially(&client, &endpoint, &claimed).await });
                     }
-                    response.bytes().await?;
-                    record(&mut latencies, sent);
-                    remaining.fetch_sub(1, Ordering::Relaxed);
+                    while let Some(done) = completions.join_next().await {
+                        done??;
+                        record(&mut latencies, sent);
+                        remaining.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 Ok::<_, anyhow::Error>(latencies)
             });
@@ -479,4 +483,26 @@ impl Bench {
         outcome.enqueue_rate = Some(queued.rate);
         Ok(outcome)
     }
+}
+
+/// Completes one claimed operation with a trivial response.
+async fn complete_trivially(client: &reqwest::Client, endpoint: &str, claimed: &Value) -> anyhow::Result<()> {
+    let name = claimed["operation"]["name"]
+        .as_str()
+        .context("a claim without an operation name")?;
+    let done = json!({"leaseToken": claimed["leaseToken"], "response": {"ok": true}});
+    let response = client
+        .post(format!("{endpoint}/v1/{name}:complete"))
+        .json(&done)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "complete: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    response.bytes().await?;
+    Ok(())
 }

@@ -459,6 +459,22 @@ impl Client {
         let claim: Claim = self.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
         Ok((!claim.lease_token.is_empty()).then_some(claim))
     }
+
+    /// Leases up to `max` (1 to 100) queued operations of `queue` under
+    /// `parent` in one call, oldest first, waiting up to `wait` for the
+    /// first to arrive (not for the rest). Empty when none did.
+    pub async fn claim_many(&self, parent: &str, request: &ClaimRequest, max: u32) -> Result<Vec<Claim>, Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Claims {
+            claims: Vec<Claim>,
+        }
+        let path = format!("{}:claim", collection(parent));
+        let mut body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
+        body["maxOperations"] = max.into();
+        let answer: Claims = self.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+        Ok(answer.claims)
+    }
 }
 
 /// The body of an Update call.

@@ -17,6 +17,8 @@ use tracing::Instrument as _;
 
 /// How long one claim long-polls before asking again.
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
+/// Most operations one claim takes (bounded by free concurrency slots).
+const CLAIM_BATCH: usize = 32;
 
 /// Runs typed handlers for queues. Build it with [`Runtime::new`] and
 /// [`Runtime::handle`], then [`Runtime::run`] it until shutdown.
@@ -178,10 +180,18 @@ async fn claim_loop(
                 }
             }
         }
-        let permit = tokio::select! {
+        let first = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit { Ok(permit) => permit, Err(_) => break },
             () = stop.cancelled() => break,
         };
+        // As many as there are free slots, in one claim.
+        let mut permits_held = vec![first];
+        while permits_held.len() < CLAIM_BATCH {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => permits_held.push(permit),
+                Err(_) => break,
+            }
+        }
         let request = ClaimRequest {
             parent: shared.parent.clone(),
             queue: queue.clone(),
@@ -189,14 +199,19 @@ async fn claim_loop(
             lease_duration: shared.lease,
             now: shared.clock.now(),
             within: None,
+            limit: permits_held.len(),
         };
+        // Another claimer may have been faster: then nothing is claimed and
+        // the loop waits for the next one; unused slots go back.
         match shared.store.claim(request).await {
-            Ok(Some(operation)) => {
-                let span = tracing::info_span!("job", op.name = %operation.name, attempt = operation.attempt);
-                jobs.spawn(run_job(shared.clone(), handler.clone(), operation, stop.clone(), permit).instrument(span));
+            Ok(claimed) => {
+                for (operation, permit) in claimed.into_iter().zip(permits_held) {
+                    let span = tracing::info_span!("job", op.name = %operation.name, attempt = operation.attempt);
+                    jobs.spawn(
+                        run_job(shared.clone(), handler.clone(), operation, stop.clone(), permit).instrument(span),
+                    );
+                }
             }
-            // Another claimer was faster: wait for the next one.
-            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(%queue, error = %err, "claim failed; retrying");
                 tokio::select! {

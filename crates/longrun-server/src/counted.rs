@@ -86,7 +86,7 @@ impl Store for Counted {
         self.store.changes_after(position, limit).await
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.store.claim(request).await
     }
 

@@ -45,8 +45,8 @@ use tracing::Instrument as _;
 pub use crate::auth::{Access, Action, Grant, Principal, Role, Tokens};
 pub use crate::connections::{Limits, tls_config};
 pub use crate::core::{
-    Caller, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Service, WatchEvent,
-    WatchSent, WatchStream, claim_response,
+    Caller, Claimed, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE, Page,
+    Service, WatchEvent, WatchSent, WatchStream, claim_response,
 };
 pub use crate::error::Error;
 pub use crate::page_token::{LIFETIME as PAGE_TOKEN_LIFETIME, PageTokens};

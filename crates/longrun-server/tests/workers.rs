@@ -51,6 +51,68 @@ async fn claim_returns_the_input_and_a_lease() {
 }
 
 #[tokio::test]
+async fn a_worker_may_claim_several_at_once_each_with_its_own_lease() {
+    let server = TestServer::start().await;
+    for id in ["m1", "m2", "m3"] {
+        create_queued(&server, id, json!({})).await;
+    }
+    let claimed = claim(&server, json!({"maxOperations": 2, "leaseDuration": "30s"})).await;
+    assert!(
+        claimed.get("operation").is_none(),
+        "a batch answers in claims: {claimed}"
+    );
+    let claims = claimed["claims"].as_array().unwrap();
+    let names: Vec<&str> = claims
+        .iter()
+        .map(|c| c["operation"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [format!("{Q}/m1"), format!("{Q}/m2")], "oldest first");
+    assert!(
+        claims
+            .iter()
+            .all(|c| c["input"]["value"]["path"] == "data.csv" && c["attempt"] == 1)
+    );
+    assert_ne!(claims[0]["leaseToken"], claims[1]["leaseToken"]);
+    // Each lease fences its own operation only.
+    let crossed = server
+        .post(
+            &format!("{Q}/m1:complete"),
+            json!({"leaseToken": claims[1]["leaseToken"], "response": {}}),
+        )
+        .await;
+    assert_eq!(crossed.0, 409, "{}", crossed.1);
+    for claim in claims {
+        let name = claim["operation"]["name"].as_str().unwrap();
+        let (status, done) = server
+            .post(
+                &format!("{name}:complete"),
+                json!({"leaseToken": claim["leaseToken"], "response": {}}),
+            )
+            .await;
+        assert_eq!((status, done["done"].clone()), (200, json!(true)), "{done}");
+    }
+    // Fewer left than asked for: what there is, at once.
+    let rest = claim(&server, json!({"maxOperations": 10, "wait": "5s"})).await;
+    assert_eq!(rest["claims"].as_array().unwrap().len(), 1, "{rest}");
+    let started = Instant::now();
+    assert_eq!(
+        claim(&server, json!({"maxOperations": 10, "wait": "0.2s"})).await,
+        json!({})
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "an empty batch long-polls too"
+    );
+    for bad in [json!(-1), json!(101)] {
+        let (status, refused) = server
+            .post(&format!("{Q}:claim"), json!({"queue": "imports", "maxOperations": bad}))
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["error"]["details"][0]["reason"], "INVALID_MAX_OPERATIONS");
+    }
+}
+
+#[tokio::test]
 async fn claim_long_poll_wakes_within_milliseconds_of_a_create() {
     let server = TestServer::start().await;
     let poller = {
@@ -273,6 +335,7 @@ async fn grpc_workers_claim_and_are_fenced_the_same_way() {
             worker: "grpc-worker".into(),
             lease_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             wait: None,
+            max_operations: 0,
         })
         .await
         .unwrap()

@@ -485,7 +485,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(queue = %request.queue))]
-    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.claim_next(request).await
     }
 

@@ -9,7 +9,7 @@ use crate::{PostgresStore, db, feed, fields, query_cached};
 use longrun_store::micros::micros_of;
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
 use longrun_store::{
-    Change, ClaimRequest, Error, Listed, QueueStats, Result, SweepEvent, SweepPolicy, Swept, Unindexed, lease_token,
+    Change, ClaimRequest, Error, Listed, QueueStats, Result, SweepEvent, SweepPolicy, Swept, Unindexed,
 };
 use longrun_types::filter::Indexed;
 use longrun_types::lifecycle;
@@ -22,17 +22,19 @@ const SWEEP_BATCH: i64 = 1000;
 const PRUNE_BATCH: i64 = 10_000;
 
 impl PostgresStore {
-    /// Leases the oldest claimable operation: QUEUED to RUNNING, the
-    /// lifecycle's only edge out of the queue. Rows that other claims are
-    /// taking are skipped.
-    pub(crate) async fn claim_next(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+    /// Leases the oldest claimable operations in one statement: QUEUED to
+    /// RUNNING, the lifecycle's only edge out of the queue. Rows that other
+    /// claims are taking are skipped. Each lease token is the database's
+    /// strong random (`gen_random_uuid`, as 32 hex digits like
+    /// [`longrun_store::lease_token`]'s), so each operation of a batch is fenced alone.
+    pub(crate) async fn claim_next(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         let mut sql = SqlBuilder::new(Dialect::Postgres);
-        let token = sql.bind(Param::Text(lease_token()));
         let worker = sql.bind(Param::Text(request.worker.clone()));
         let duration = sql.bind(Param::Int(micros_of(request.lease_duration)));
         let expiry = sql.bind(Param::Time(request.now + request.lease_duration));
         let now = sql.bind(Param::Time(request.now));
         let running = sql.bind(Param::Int(State::Running.as_i32().into()));
+        let limit = sql.bind(Param::Int(i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX)));
         sql.queued_under(&request.queue, &request.parent);
         sql.push(format!("available_time <= {now}"));
         if let Some(prefixes) = &request.within {
@@ -40,20 +42,25 @@ impl PostgresStore {
         }
         let text = format!(
             "WITH claimed AS ( \
-                 UPDATE operations SET state = {running}, lease_token = {token}, lease_worker = {worker}, \
+                 UPDATE operations SET state = {running}, \
+                     lease_token = replace(gen_random_uuid()::text, '-', ''), lease_worker = {worker}, \
                      lease_duration = {duration}, lease_expire_time = {expiry}, update_time = {now} \
-                 WHERE seq = (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 WHERE seq IN (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT {limit} FOR UPDATE SKIP LOCKED) \
                  RETURNING {COLUMNS}), \
-             logged AS (INSERT INTO changes (name, done, deleted) SELECT name, false, false FROM claimed) \
-             SELECT {COLUMNS} FROM claimed",
+             logged AS (INSERT INTO changes (name, done, deleted) SELECT name, false, false FROM claimed ORDER BY seq) \
+             SELECT {COLUMNS} FROM claimed ORDER BY seq",
             sql.where_clause()
         );
         let client = self.client().await?;
-        let Some(row) = query_cached(&client, &text, sql.params()).await?.pop() else {
-            return Ok(None);
-        };
-        let claimed = listed(&row)?;
-        Ok(Some(self.written(claimed)))
+        let rows = query_cached(&client, &text, sql.params()).await?;
+        let claimed = rows
+            .iter()
+            .map(|row| Ok(listed(row)?.operation))
+            .collect::<Result<Vec<_>>>()?;
+        if !claimed.is_empty() {
+            self.notifier.committed();
+        }
+        Ok(claimed)
     }
 
     pub(crate) async fn next_claimable_time(&self, parent: &Parent, queue: &str) -> Result<Option<SystemTime>> {

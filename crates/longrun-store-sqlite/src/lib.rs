@@ -76,6 +76,9 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        // Each job of a batch runs in a savepoint, whose undo copies of
+        // pages would otherwise spill to a temporary file past 64 KiB.
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(db)?;
         // Deleting an operation deletes its `operation_fields` rows.
         conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
@@ -195,11 +198,14 @@ fn run_writer(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs one job of a batch so that its failure undoes only its own writes.
+/// The two statements are prepared once: every write runs them.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(db)?;
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
+    run("SAVEPOINT job").map_err(db)?;
     match work(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job").map_err(db)?;
+            run("RELEASE job").map_err(db)?;
             Ok(value)
         }
         Err(err) => {
@@ -433,7 +439,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(queue = %request.queue))]
-    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.claim_next(request).await
     }
 

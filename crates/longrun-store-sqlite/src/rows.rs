@@ -176,19 +176,21 @@ pub(crate) fn update_fenced(conn: &Connection, op: &Operation, sets: &str, mut v
     let at = values.len();
     values.extend([
         Sql::Text(op.name.to_string()),
-        Sql::Integer(fence.state.as_i32().into()),
         Sql::Integer(fence.attempt.into()),
         fence.lease_token.map_or(Sql::Null, Sql::Text),
         Sql::Integer(fence.cancel_requested.into()),
     ]);
+    // The state is a literal (one cached statement per state): a bound one
+    // beside the partial indexes on `state` makes SQLite prepare the
+    // statement again on every run.
     let sql = format!(
-        "UPDATE operations SET {sets} WHERE name = ?{} AND state = ?{} AND attempt = ?{} AND lease_token IS ?{} \
+        "UPDATE operations SET {sets} WHERE name = ?{} AND state = {} AND attempt = ?{} AND lease_token IS ?{} \
          AND cancel_requested = ?{}",
         at + 1,
+        fence.state.as_i32(),
         at + 2,
         at + 3,
-        at + 4,
-        at + 5
+        at + 4
     );
     let changed = conn
         .prepare_cached(&sql)

@@ -249,6 +249,7 @@ fn claims_walk_the_queue_in_order() {
             lease_duration: std::time::Duration::from_secs(30),
             now: SystemTime::now(),
             within: None,
+            limit: 1,
         };
         let (text, params) = work::claim_statement(&request);
         let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {text}")).unwrap();

@@ -20,27 +20,30 @@ use longrun_types::{Operation, Parent, State};
 const SWEEP_BATCH: i64 = 1000;
 
 impl SqliteStore {
-    /// Leases the oldest claimable operation in one statement: QUEUED to
-    /// RUNNING, the lifecycle's only edge out of the queue.
-    pub(crate) async fn claim_next(&self, request: ClaimRequest) -> Result<Option<Operation>> {
+    /// Leases the oldest claimable operations, one statement each, in one
+    /// transaction: QUEUED to RUNNING, the lifecycle's only edge out of the
+    /// queue.
+    pub(crate) async fn claim_next(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.write(move |conn| {
-            let (text, params) = claim_statement(&request);
-            let mut statement = conn.prepare_cached(&text).map_err(db)?;
-            let mut rows = statement.query(params_from_iter(params)).map_err(db)?;
-            let Some(row) = rows.next().map_err(db)? else {
-                return Ok((None, None));
-            };
-            let name: String = row.get(0).map_err(db)?;
-            drop(rows);
-            let operation = fetch(conn, &name)?;
-            let change = Change {
-                name,
-                done: false,
-                deleted: false,
-                queued: None,
-                position: 0,
-            };
-            Ok((Some(operation), Some(change)))
+            let mut claimed = Vec::new();
+            let mut changes = Vec::new();
+            while claimed.len() < request.limit.max(1) {
+                let (text, params) = claim_statement(&request);
+                let mut statement = conn.prepare_cached(&text).map_err(db)?;
+                let mut rows = statement.query(params_from_iter(params)).map_err(db)?;
+                let Some(row) = rows.next().map_err(db)? else { break };
+                let name: String = row.get(0).map_err(db)?;
+                drop(rows);
+                claimed.push(fetch(conn, &name)?);
+                changes.push(Change {
+                    name,
+                    done: false,
+                    deleted: false,
+                    queued: None,
+                    position: 0,
+                });
+            }
+            Ok((claimed, changes))
         })
         .await
     }

@@ -229,11 +229,12 @@ impl Drop for Parked<'_> {
 /// it may not claim.
 const NOT_OURS_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Claims the next operation for `request`, waiting until `deadline` for one
-/// to become claimable. Woken by the write that queues one (creation or
-/// re-queue), through `waiters`, or when a retry backoff ends; never by
-/// polling. Returns `None` at the deadline or as soon as `stop` resolves.
-/// `now` reads the clock the leases are measured by.
+/// Claims the next operations for `request` (up to its limit), waiting
+/// until `deadline` for one to become claimable; it does not wait to fill
+/// the limit. Woken by the write that queues one (creation or re-queue),
+/// through `waiters`, or when a retry backoff ends; never by polling.
+/// Returns none at the deadline or as soon as `stop` resolves. `now` reads
+/// the clock the leases are measured by.
 pub async fn claim_or_wait(
     store: &dyn Store,
     waiters: &ClaimWaiters,
@@ -241,7 +242,7 @@ pub async fn claim_or_wait(
     now: impl Fn() -> SystemTime,
     deadline: Instant,
     stop: impl Future<Output = ()>,
-) -> Result<Option<Operation>> {
+) -> Result<Vec<Operation>> {
     tokio::pin!(stop);
     // The wake that sent this waiter to look again, if any.
     let mut woken: Option<Wake> = None;
@@ -250,15 +251,16 @@ pub async fn claim_or_wait(
         let attempt = request(attempted_at);
         let (parent, queue) = (attempt.parent.clone(), attempt.queue.clone());
         let parked = waiters.park(store, &queue, &parent)?;
-        if let Some(operation) = store.claim(attempt).await? {
-            return Ok(Some(operation));
+        let claimed = store.claim(attempt).await?;
+        if !claimed.is_empty() {
+            return Ok(claimed);
         }
         if let Some(wake) = woken.take() {
             pass_on(store, waiters, &parked, &queue, wake, now()).await?;
         }
         let instant = Instant::now();
         if instant >= deadline {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let wake = match store.next_claimable(&parent, &queue).await? {
             // A retry whose backoff ends later.
@@ -271,7 +273,7 @@ pub async fn claim_or_wait(
         tokio::select! {
             wake = parked.woken() => woken = Some(wake),
             () = tokio::time::sleep_until(wake) => {}
-            () = &mut stop => return Ok(None),
+            () = &mut stop => return Ok(Vec::new()),
         }
     }
 }

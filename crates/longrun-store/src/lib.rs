@@ -277,6 +277,8 @@ pub struct ClaimRequest {
     /// Only operations whose name is one of these prefixes or lies below
     /// one; `None` for all. What the worker may claim.
     pub within: Option<Vec<String>>,
+    /// Most operations to lease at once, oldest first (at least one).
+    pub limit: usize,
 }
 
 /// What the background sweep enforces (SPEC §3, §4).
@@ -398,8 +400,10 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// reaches back to `position` (kept for [`CHANGE_RETENTION`]) or never
     /// had it (another store's).
     async fn changes_after(&self, position: u64, limit: usize) -> Result<Option<Vec<Change>>>;
-    /// Leases the oldest claimable operation of `queue` under the parent.
-    async fn claim(&self, request: ClaimRequest) -> Result<Option<Operation>>;
+    /// Leases the oldest claimable operations of `queue` under the parent,
+    /// up to `request.limit`, each with a lease token of its own; oldest
+    /// first, none when nothing is claimable.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>>;
     /// Hands a leased operation back to its queue without using up an
     /// attempt: the worker is shutting down, not failing.
     async fn release(&self, name: &OperationName, lease_token: &str, now: SystemTime) -> Result<Operation>;

@@ -108,8 +108,12 @@ impl SqlBuilder {
     /// Queued operations of `queue` whose parent is `parent` or lies below
     /// it: what a claim takes from, and whose earliest availability a
     /// waiting claim sleeps until. Returns the queued state's placeholder.
+    ///
+    /// The state is written as a literal, not bound: the planner matches it
+    /// to the claimable partial index (`WHERE state = 1`) only then, and
+    /// SQLite would prepare the statement again on every run to check.
     pub fn queued_under(&mut self, queue: &str, parent: &Parent) -> String {
-        let queued = self.bind(Param::Int(State::Queued.as_i32().into()));
+        let queued = State::Queued.as_i32().to_string();
         let queue = self.bind(Param::Text(queue.to_owned()));
         self.push(format!("state = {queued} AND queue = {queue}"));
         self.under(parent);

@@ -20,7 +20,7 @@ use crate::page_token::PageTokens;
 use crate::{Clock, Config, Error};
 use longrun_proto::google::longrunning::ListOperationsRequest;
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
+    ClaimOperationRequest, ClaimOperationResponse, ClaimedOperation, CompleteOperationRequest, CreateOperationRequest,
     ReleaseOperationRequest, UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
@@ -47,6 +47,8 @@ const RESPONSE: &str = "response";
 const MAX_REQUEST_ID: usize = 128;
 /// Lease when the worker does not ask for a duration.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Most operations one claim leases (`max_operations`).
+pub const MAX_CLAIM_BATCH: i32 = 100;
 const MIN_LEASE: Duration = Duration::from_secs(1);
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 /// Most done operations one sweep deletes.
@@ -469,11 +471,11 @@ impl Service {
         .await
     }
 
-    /// Leases the next queued operation of a queue under a parent, waiting
-    /// up to `wait` (capped at `--max-wait`) for one to arrive. Woken by the
-    /// creating (or re-queuing) write, or when a retry backoff ends; never
-    /// by polling.
-    pub async fn claim(&self, caller: &Caller, request: ClaimOperationRequest) -> Result<Option<Operation>, Error> {
+    /// Leases the next queued operations of a queue under a parent (one,
+    /// or up to `max_operations`), waiting up to `wait` (capped at
+    /// `--max-wait`) for one to arrive. Woken by the creating (or
+    /// re-queuing) write, or when a retry backoff ends; never by polling.
+    pub async fn claim(&self, caller: &Caller, request: ClaimOperationRequest) -> Result<Claimed, Error> {
         let target = request.parent.clone();
         self.observe(caller, "ClaimOperation", (Action::Claim, &target), async {
             let parent = Parent::parse(&request.parent)?;
@@ -483,6 +485,14 @@ impl Service {
             };
             validate_id(&request.queue)
                 .map_err(|why| Error::invalid("INVALID_QUEUE", format!("queue {:?} {why}", request.queue)))?;
+            if !(0..=MAX_CLAIM_BATCH).contains(&request.max_operations) {
+                return Err(Error::invalid(
+                    "INVALID_MAX_OPERATIONS",
+                    format!("max_operations must be between 1 and {MAX_CLAIM_BATCH} (or unset for one)"),
+                ));
+            }
+            let batch = request.max_operations > 0;
+            let limit = usize::try_from(request.max_operations.max(1)).unwrap_or(1);
             let worker = text("worker", request.worker)?;
             let lease_duration = match request.lease_duration {
                 None => DEFAULT_LEASE,
@@ -523,8 +533,9 @@ impl Service {
                 lease_duration,
                 now,
                 within: within.clone(),
+                limit,
             };
-            let claimed = claim_or_wait(
+            let operations = claim_or_wait(
                 self.store.as_ref(),
                 &self.claim_waiters,
                 request,
@@ -533,10 +544,10 @@ impl Service {
                 self.shutdown.cancelled(),
             )
             .await?;
-            if let Some(operation) = &claimed {
+            for operation in &operations {
                 tracing::info!(op.name = %operation.name, attempt = operation.attempt, "claimed");
             }
-            Ok(claimed)
+            Ok(Claimed { operations, batch })
         })
         .await
     }
@@ -626,18 +637,52 @@ impl Service {
     }
 }
 
-/// The wire answer to a claim: `{}` when nothing was claimed.
-pub fn claim_response(operation: Option<Operation>) -> ClaimOperationResponse {
-    let Some(operation) = operation else {
+/// What a claim leased, and how the caller asked for it.
+#[derive(Debug)]
+pub struct Claimed {
+    /// Oldest first; empty when nothing arrived in time.
+    pub operations: Vec<Operation>,
+    /// The caller set `max_operations`: answer in `claims`.
+    pub batch: bool,
+}
+
+/// The wire answer to a claim: one operation in the response's own fields
+/// (`{}` when none), or with `max_operations` every one in `claims`.
+pub fn claim_response(claimed: Claimed) -> ClaimOperationResponse {
+    if claimed.batch {
+        return ClaimOperationResponse {
+            claims: claimed.operations.iter().map(claimed_operation).collect(),
+            ..ClaimOperationResponse::default()
+        };
+    }
+    let Some(operation) = claimed.operations.first() else {
         return ClaimOperationResponse::default();
     };
-    let lease = operation.lease.clone();
+    let ClaimedOperation {
+        operation,
+        input,
+        lease_token,
+        attempt,
+        lease_expire_time,
+    } = claimed_operation(operation);
     ClaimOperationResponse {
+        operation,
+        input,
+        lease_token,
+        attempt,
+        lease_expire_time,
+        claims: Vec::new(),
+    }
+}
+
+fn claimed_operation(operation: &Operation) -> ClaimedOperation {
+    let lease = operation.lease.as_ref();
+    ClaimedOperation {
         input: operation.input.as_ref().map(longrun_proto::payload_to_any),
         attempt: operation.attempt,
-        lease_token: lease.as_ref().map(|lease| lease.token.clone()).unwrap_or_default(),
+        lease_token: lease.map(|lease| lease.token.clone()).unwrap_or_default(),
         lease_expire_time: lease.map(|lease| lease.expire_time.into()),
-        operation: Some(longrun_proto::to_wire(&operation)),
+        operation: Some(longrun_proto::to_wire(operation)),
     }
 }
 

@@ -249,7 +249,7 @@ pub(super) async fn openapi(State(service): State<Arc<Service>>, headers: Header
             "post": openapi_operation("Create an operation (producer API)", list_params.clone(), Some("CreateOperationRequest"), "Operation"),
         }));
         paths.insert(format!("{collection}:claim"), json!({
-            "post": openapi_operation("Claim the next queued operation (worker API)", list_params, Some("ClaimOperationRequest"), "ClaimOperationResponse"),
+            "post": openapi_operation("Claim the next queued operation, or several (worker API)", list_params, Some("ClaimOperationRequest"), "ClaimOperationResponse"),
         }));
         paths.insert(
             operation.clone(),
@@ -336,8 +336,13 @@ pub(super) async fn openapi(State(service): State<Arc<Service>>, headers: Header
                 "leaseToken": {"type": "string"}}},
             "ClaimOperationRequest": {"type": "object", "required": ["queue"], "properties": {
                 "queue": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,63}$"}, "worker": {"type": "string"},
-                "leaseDuration": duration, "wait": duration}},
+                "leaseDuration": duration, "wait": duration,
+                "maxOperations": {"type": "integer", "minimum": 0, "maximum": 100}}},
             "ClaimOperationResponse": {"type": "object", "properties": {
+                "operation": {"$ref": "#/components/schemas/Operation"}, "input": any, "leaseToken": {"type": "string"},
+                "attempt": {"type": "integer"}, "leaseExpireTime": {"type": "string", "format": "date-time"},
+                "claims": {"type": "array", "items": {"$ref": "#/components/schemas/ClaimedOperation"}}}},
+            "ClaimedOperation": {"type": "object", "properties": {
                 "operation": {"$ref": "#/components/schemas/Operation"}, "input": any, "leaseToken": {"type": "string"},
                 "attempt": {"type": "integer"}, "leaseExpireTime": {"type": "string", "format": "date-time"}}},
             "ErrorEnvelope": {"type": "object", "properties": {"error": {"type": "object", "properties": {

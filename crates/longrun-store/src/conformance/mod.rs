@@ -59,6 +59,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     changes_are_announced_after_commit(store).await;
     feed::changes_replay_after_any_position(store).await;
     work::claim_takes_the_oldest_queued_operation_under_the_parent(store).await;
+    work::a_claim_takes_several_each_with_its_own_lease(store).await;
     work::heartbeat_extends_the_lease(store).await;
     work::lease_expiry_requeues_and_fences_the_stale_worker(store).await;
     work::last_attempt_expiry_ends_with_unavailable(store).await;
@@ -111,6 +112,20 @@ fn claim_request(case: &str, queue: &str, at: SystemTime) -> ClaimRequest {
         lease_duration: LEASE,
         now: at,
         within: None,
+        limit: 1,
+    }
+}
+
+/// A claim of one operation, as most workers make it.
+trait ClaimOne {
+    async fn claim_one(&self, request: ClaimRequest) -> crate::Result<Option<longrun_types::Operation>>;
+}
+
+impl ClaimOne for dyn Store + '_ {
+    async fn claim_one(&self, request: ClaimRequest) -> crate::Result<Option<longrun_types::Operation>> {
+        let mut claimed = self.claim(ClaimRequest { limit: 1, ..request }).await?;
+        assert!(claimed.len() <= 1, "a claim of one took {}", claimed.len());
+        Ok(claimed.pop())
     }
 }
 
@@ -426,7 +441,11 @@ async fn completing_twice_is_failed_precondition(store: &dyn Store) {
 
 async fn repeating_a_completion_returns_the_operation(store: &dyn Store) {
     store.create(queued("repeat", "a", "q")).await.unwrap();
-    let op = store.claim(claim_request("repeat", "q", t0())).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("repeat", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     let done = |outcome| Completion {
         lease_token: token(&op),
         ..Completion::new(outcome)
@@ -597,8 +616,9 @@ async fn lists_and_claims_stay_within_prefixes(store: &dyn Store) {
             lease_duration: LEASE,
             now: t0(),
             within: granted(),
+            limit: 1,
         };
-        let Some(op) = store.claim(request).await.unwrap() else {
+        let Some(op) = store.claim_one(request).await.unwrap() else {
             break;
         };
         claimed.push(op.name.id().to_owned());

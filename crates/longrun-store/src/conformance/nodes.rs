@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{Harness, LEASE, claim_request, name, parent, policy, queued, t0};
+use super::{ClaimOne, Harness, LEASE, claim_request, name, parent, policy, queued, t0};
 use crate::{NewOperation, Store, Swept, claim_or_wait};
 use longrun_types::filter::arbitrary::{FIXTURE_METADATA_TYPE, FixtureSchema};
 use longrun_types::filter::{Filter, Indexed, Value};
@@ -42,7 +42,7 @@ pub(super) async fn concurrent_claimers_each_take_a_different_operation(harness:
         let store = nodes[claimer % 2].clone();
         claimers.spawn(async move {
             let mut claimed = Vec::new();
-            while let Some(op) = store.claim(claim_request("concurrent", "cq", t0())).await.unwrap() {
+            while let Some(op) = store.claim_one(claim_request("concurrent", "cq", t0())).await.unwrap() {
                 claimed.push(op.name.to_string());
                 tokio::task::yield_now().await;
             }
@@ -66,7 +66,7 @@ pub(super) async fn concurrent_sweeps_apply_each_expiry_once(harness: &dyn Harne
             .await
             .unwrap();
         nodes[0]
-            .claim(claim_request("sweeprace", "sq", t0()))
+            .claim_one(claim_request("sweeprace", "sq", t0()))
             .await
             .unwrap()
             .unwrap();
@@ -253,7 +253,9 @@ pub(super) async fn changes_reach_every_node(harness: &dyn Harness) {
                 std::future::pending(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .next();
             (claimed, started.elapsed())
         })
     };

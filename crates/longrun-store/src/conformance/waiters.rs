@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Harness, claim_request, parent, queued, t0};
+use super::{ClaimOne, Harness, claim_request, parent, queued, t0};
 use crate::{ClaimRequest, ClaimWaiters, Store, claim_or_wait};
 use longrun_types::Operation;
 
@@ -30,7 +30,9 @@ fn wait(
             std::future::pending(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .next();
         (claimed, started.elapsed())
     })
 }
@@ -117,7 +119,7 @@ pub(super) async fn a_backoff_ending_wakes_whoever_waits_then(harness: &dyn Harn
     flaky.max_attempts = 2;
     store.create(flaky).await.unwrap();
     let running = store
-        .claim(claim_request("herd-backoff", "bq", t0()))
+        .claim_one(claim_request("herd-backoff", "bq", t0()))
         .await
         .unwrap()
         .unwrap();
@@ -140,7 +142,9 @@ pub(super) async fn a_backoff_ending_wakes_whoever_waits_then(harness: &dyn Harn
                 std::future::pending(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .next();
             (claimed, started.elapsed())
         })
     };

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{LEASE, claim_request, name, new_op, parent, policy, queued, struct_payload, success, t0, token};
+use super::{ClaimOne, LEASE, claim_request, name, new_op, parent, policy, queued, struct_payload, success, t0, token};
 use crate::{Completion, Error, Store, Swept, Update};
 use longrun_types::{Code, OperationName, Outcome, Parent, State, Status};
 
@@ -22,7 +22,7 @@ pub(super) async fn claim_takes_the_oldest_queued_operation_under_the_parent(sto
     outside.now = t0() - Duration::from_secs(60);
     store.create(outside).await.unwrap();
     let mut claimed = Vec::new();
-    while let Some(op) = store.claim(claim_request("claim", "q", t0())).await.unwrap() {
+    while let Some(op) = store.claim_one(claim_request("claim", "q", t0())).await.unwrap() {
         assert_eq!(op.state, State::Running);
         let lease = op.lease.clone().unwrap();
         assert_eq!((lease.worker.as_str(), lease.expire_time), ("w1", t0() + LEASE));
@@ -35,10 +35,46 @@ pub(super) async fn claim_takes_the_oldest_queued_operation_under_the_parent(sto
     );
 }
 
+/// A worker asking for several gets the oldest ones, each fenced by a
+/// lease token of its own.
+pub(super) async fn a_claim_takes_several_each_with_its_own_lease(store: &dyn Store) {
+    for id in ["b1", "b2", "b3", "b4", "b5"] {
+        store.create(queued("batch", id, "q")).await.unwrap();
+    }
+    let request = |limit| crate::ClaimRequest {
+        limit,
+        ..claim_request("batch", "q", t0())
+    };
+    let first = store.claim(request(3)).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|op| op.name.id()).collect();
+    assert_eq!(ids, ["b1", "b2", "b3"], "the limit's worth, oldest first");
+    let tokens: std::collections::HashSet<_> = first.iter().map(token).collect();
+    assert_eq!(tokens.len(), 3, "one lease token each");
+    assert!(first.iter().all(|op| op.state == State::Running && op.attempt == 1));
+    let rest = store.claim(request(10)).await.unwrap();
+    let ids: Vec<&str> = rest.iter().map(|op| op.name.id()).collect();
+    assert_eq!(ids, ["b4", "b5"], "what is left, without waiting to fill the limit");
+    assert!(store.claim(request(10)).await.unwrap().is_empty());
+    // One operation's token does not open another's.
+    let crossed = Completion {
+        lease_token: token(&first[1]),
+        ..success()
+    };
+    assert!(matches!(
+        store.complete(&first[0].name, crossed, t0()).await,
+        Err(Error::Aborted { .. })
+    ));
+    let own = Completion {
+        lease_token: token(&first[0]),
+        ..success()
+    };
+    assert!(store.complete(&first[0].name, own, t0()).await.unwrap().done());
+}
+
 pub(super) async fn heartbeat_extends_the_lease(store: &dyn Store) {
     store.create(queued("heartbeat", "a", "q")).await.unwrap();
     let op = store
-        .claim(claim_request("heartbeat", "q", t0()))
+        .claim_one(claim_request("heartbeat", "q", t0()))
         .await
         .unwrap()
         .unwrap();
@@ -62,7 +98,11 @@ pub(super) async fn heartbeat_extends_the_lease(store: &dyn Store) {
 
 pub(super) async fn lease_expiry_requeues_and_fences_the_stale_worker(store: &dyn Store) {
     store.create(queued("expiry", "a", "q")).await.unwrap();
-    let first = store.claim(claim_request("expiry", "q", t0())).await.unwrap().unwrap();
+    let first = store
+        .claim_one(claim_request("expiry", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     let expired = t0() + LEASE + Duration::from_secs(1);
     let events = store.sweep(expired, policy()).await.unwrap();
     assert!(
@@ -74,7 +114,7 @@ pub(super) async fn lease_expiry_requeues_and_fences_the_stale_worker(store: &dy
     let requeued = store.get(&name("expiry", "a")).await.unwrap();
     assert_eq!((requeued.state, requeued.attempt), (State::Queued, 2));
     let second = store
-        .claim(claim_request("expiry", "q", expired))
+        .claim_one(claim_request("expiry", "q", expired))
         .await
         .unwrap()
         .unwrap();
@@ -111,7 +151,7 @@ pub(super) async fn last_attempt_expiry_ends_with_unavailable(store: &dyn Store)
     once.max_attempts = 1;
     store.create(once).await.unwrap();
     store
-        .claim(claim_request("lastattempt", "q", t0()))
+        .claim_one(claim_request("lastattempt", "q", t0()))
         .await
         .unwrap()
         .unwrap();
@@ -134,7 +174,11 @@ pub(super) async fn retryable_error_requeues_after_backoff(store: &dyn Store) {
         initial: Duration::from_secs(10),
         max: Duration::from_secs(60),
     };
-    let op = store.claim(claim_request("retry", "q", t0())).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("retry", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     let failing = |op: &longrun_types::Operation| Completion {
         lease_token: token(op),
         outcome: Outcome::Error(Status::new(Code::Unavailable, "flaky")),
@@ -145,7 +189,7 @@ pub(super) async fn retryable_error_requeues_after_backoff(store: &dyn Store) {
     assert_eq!((requeued.state, requeued.attempt), (State::Queued, 2));
     assert!(
         store
-            .claim(claim_request("retry", "q", t0() + Duration::from_secs(5)))
+            .claim_one(claim_request("retry", "q", t0() + Duration::from_secs(5)))
             .await
             .unwrap()
             .is_none(),
@@ -156,7 +200,11 @@ pub(super) async fn retryable_error_requeues_after_backoff(store: &dyn Store) {
         Some(t0() + Duration::from_secs(10))
     );
     let later = t0() + Duration::from_secs(10);
-    let op = store.claim(claim_request("retry", "q", later)).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("retry", "q", later))
+        .await
+        .unwrap()
+        .unwrap();
     let last = store.complete(&name("retry", "a"), failing(&op), later).await.unwrap();
     assert_eq!(last.state, State::Failed, "no attempts left");
 }
@@ -166,7 +214,7 @@ pub(super) async fn cancel_during_claim_leaves_nothing_to_claim(store: &dyn Stor
     store.cancel(&name("cancelclaim", "a"), t0()).await.unwrap();
     assert!(
         store
-            .claim(claim_request("cancelclaim", "q", t0()))
+            .claim_one(claim_request("cancelclaim", "q", t0()))
             .await
             .unwrap()
             .is_none()
@@ -182,7 +230,11 @@ pub(super) async fn cancel_during_claim_leaves_nothing_to_claim(store: &dyn Stor
 
 pub(super) async fn cancel_grace_forces_cancellation_and_fences_the_worker(store: &dyn Store) {
     store.create(queued("grace", "a", "q")).await.unwrap();
-    let op = store.claim(claim_request("grace", "q", t0())).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("grace", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     store.cancel(&name("grace", "a"), t0()).await.unwrap();
     let beat = Update {
         lease_token: token(&op),
@@ -219,7 +271,11 @@ pub(super) async fn cancel_grace_forces_cancellation_and_fences_the_worker(store
 
 pub(super) async fn complete_after_delete_is_not_found(store: &dyn Store) {
     store.create(queued("deleted", "a", "q")).await.unwrap();
-    let op = store.claim(claim_request("deleted", "q", t0())).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("deleted", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     store.delete(&name("deleted", "a")).await.unwrap();
     let completion = Completion {
         lease_token: token(&op),
@@ -280,7 +336,7 @@ pub(super) async fn queue_stats_count_queued_and_leased(store: &dyn Store) {
         store.create(queued("stats", id, "stats-q")).await.unwrap();
     }
     store
-        .claim(claim_request("stats", "stats-q", t0() + Duration::from_secs(3000)))
+        .claim_one(claim_request("stats", "stats-q", t0() + Duration::from_secs(3000)))
         .await
         .unwrap()
         .unwrap();
@@ -291,7 +347,11 @@ pub(super) async fn queue_stats_count_queued_and_leased(store: &dyn Store) {
 
 pub(super) async fn release_hands_back_without_using_an_attempt(store: &dyn Store) {
     store.create(queued("release", "a", "q")).await.unwrap();
-    let op = store.claim(claim_request("release", "q", t0())).await.unwrap().unwrap();
+    let op = store
+        .claim_one(claim_request("release", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     let released = store
         .release(&name("release", "a"), &token(&op).unwrap(), t0())
         .await
@@ -304,7 +364,11 @@ pub(super) async fn release_hands_back_without_using_an_attempt(store: &dyn Stor
         store.release(&name("release", "a"), &token(&op).unwrap(), t0()).await,
         Err(Error::Aborted { .. })
     ));
-    let again = store.claim(claim_request("release", "q", t0())).await.unwrap().unwrap();
+    let again = store
+        .claim_one(claim_request("release", "q", t0()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.attempt, 1);
     store.create(new_op(name("release", "external"))).await.unwrap();
     assert!(
