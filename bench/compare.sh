@@ -29,12 +29,12 @@ fi
 echo "== longrun on PostgreSQL"
 psql "$PGURL/postgres" -Xqc "drop database if exists bench_longrun" -c "create database bench_longrun" >/dev/null
 target/release/longrun-bench --json --store "$PGURL/bench_longrun" --operations "$N" --workers 24 \
-  --scenarios health,create,create1,get,drain | tee "$out/postgres.jsonl"
+  --scenarios health,create,create1,get,drain,drain-batch,drain-in-process | tee "$out/postgres.jsonl"
 
 echo "== longrun on SQLite"
 rm -f "$out"/bench.db*
 target/release/longrun-bench --json --store "sqlite:$out/bench.db" --operations "$N" --workers 24 \
-  --scenarios health,create,create1,get,drain | tee "$out/sqlite.jsonl"
+  --scenarios health,create,create1,get,drain,drain-batch,drain-in-process | tee "$out/sqlite.jsonl"
 
 python3 - "$out" <<'PY'
 import ast, json, sys, pathlib
@@ -54,16 +54,20 @@ for store in ("postgres", "sqlite"):
         row = json.loads(line)
         ours[(store, row["scenario"])] = row
 print()
-print(f"{'system':<24} {'drain/s':>9} {'enqueue/s':>10}")
+print(f"{'system':<36} {'drain/s':>9} {'enqueue/s':>10}")
 for name, row in peers.items():
-    print(f"{name:<24} {row['process_per_s']:>9} {row['enqueue_per_s']:>10}")
+    print(f"{name:<36} {row['process_per_s']:>9} {row['enqueue_per_s']:>10}")
+drains = {"drain": "REST, 1/claim", "drain-batch": "REST, 16/claim", "drain-in-process": "in-process"}
 for store in ("postgres", "sqlite"):
-    row = ours[(store, "drain")]
-    print(f"{'longrun (' + store + ')':<24} {row['ops_per_s']:>9.0f} {row['enqueue_per_s']:>10.0f}")
+    for scenario, how in drains.items():
+        row = ours[(store, scenario)]
+        label = f"longrun {store} ({how})"
+        print(f"{label:<36} {row['ops_per_s']:>9.0f} {row['enqueue_per_s']:>10.0f}")
 print()
-pg = ours[("postgres", "drain")]["ops_per_s"]
-for name, row in peers.items():
-    print(f"longrun on PostgreSQL / {name}: {pg / row['process_per_s']:.2f}x drain")
+for scenario, how in drains.items():
+    pg = ours[("postgres", scenario)]["ops_per_s"]
+    for name, row in peers.items():
+        print(f"longrun on PostgreSQL ({how}) / {name}: {pg / row['process_per_s']:.2f}x drain")
 for store in ("postgres", "sqlite"):
     health = ours[(store, "health")]["ops_per_s"]
     print(f"{store}: Get / healthz = {ours[(store, 'get')]['ops_per_s'] / health:.2f}, "

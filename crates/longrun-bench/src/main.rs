@@ -14,6 +14,7 @@
 //! noisy: compare ratios, and compare stores and peers run one after the
 //! other (`bench/compare.sh`).
 
+mod inprocess;
 mod scenarios;
 mod server;
 
@@ -53,10 +54,9 @@ struct Args {
     /// Concurrent workers (claim, then complete) for `drain`.
     #[arg(long, default_value_t = 24)]
     workers: usize,
-    /// Operations each `drain` worker asks for per claim
+    /// Operations each `drain-batch` worker asks for per claim
     /// (`maxOperations`); it completes a batch's operations concurrently.
-    /// 1 claims one at a time, as the plain protocol does.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 16)]
     claim_batch: u32,
     /// Claim long-polls left waiting during `idle-pollers`.
     #[arg(long, default_value_t = 2000)]
@@ -90,8 +90,16 @@ pub(crate) enum Scenario {
     /// Get of one operation at saturation.
     Get,
     /// Queue `operations`, then `workers` REST workers claim and complete
-    /// them with trivial work.
+    /// them with trivial work, one claim per operation.
     Drain,
+    /// `drain` with claims of `claim-batch` operations at once
+    /// (`maxOperations`), each batch completed concurrently.
+    DrainBatch,
+    /// Queue `operations`, then `workers` in-process handler slots
+    /// (`longrun-runtime` in this process, on the same store) claim and
+    /// complete them. CPU is this process's and the server's together;
+    /// per-operation latency is not measured.
+    DrainInProcess,
     /// `create1` while `pollers` claim long-polls wait on a queue that gets
     /// no work: idle workers must not slow anyone down. Compare with
     /// `create1` in the same run.
@@ -151,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         connections: args.connections,
         workers: args.workers,
         claim_batch: args.claim_batch,
+        store: args.store.clone(),
         pollers: args.pollers,
         waiters: args.waiters,
         http2: args.http2,
@@ -165,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
         let after = server.usage()?;
         outcome.store = store_kind(&args.store).to_owned();
         outcome.durability = durability.clone();
-        outcome.cpu_seconds_per_1k = (after.cpu_seconds - before.cpu_seconds) / outcome.operations.max(1) as f64 * 1e3;
+        let cpu_seconds = after.cpu_seconds - before.cpu_seconds + outcome.own_cpu_seconds;
+        outcome.cpu_seconds_per_1k = cpu_seconds / outcome.operations.max(1) as f64 * 1e3;
         outcome.peak_rss_mb = after.peak_rss_kb as f64 / 1024.0;
         if args.json {
             println!("{}", outcome.json());

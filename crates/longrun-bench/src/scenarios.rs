@@ -33,6 +33,9 @@ pub(crate) struct Outcome {
     pub peak_rss_mb: f64,
     /// For drain: the rate at which its operations were queued.
     pub enqueue_rate: Option<f64>,
+    /// CPU seconds this process spent on the scenario's work itself (the
+    /// in-process drain), added to the server's.
+    pub own_cpu_seconds: f64,
 }
 
 impl Outcome {
@@ -54,7 +57,7 @@ impl Outcome {
 
     pub fn header() -> String {
         format!(
-            "{:<8} {:<8} {:>8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10}",
+            "{:<16} {:<8} {:>8} {:>5} {:>10} {:>8} {:>8} {:>8} {:>10} {:>8} {:>10}",
             "scenario",
             "store",
             "ops",
@@ -71,7 +74,7 @@ impl Outcome {
 
     pub fn row(&self) -> String {
         format!(
-            "{:<8} {:<8} {:>8} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.1} {:>10.3} {:>8.1} {:>10}",
+            "{:<16} {:<8} {:>8} {:>5} {:>10.0} {:>8.2} {:>8.2} {:>8.1} {:>10.3} {:>8.1} {:>10}",
             self.scenario,
             self.store,
             self.operations,
@@ -112,6 +115,8 @@ pub(crate) struct Bench {
     pub connections: usize,
     pub workers: usize,
     pub claim_batch: u32,
+    /// `--store`, for scenarios that open it themselves.
+    pub store: String,
     pub pollers: usize,
     pub waiters: usize,
     pub http2: bool,
@@ -141,7 +146,9 @@ impl Bench {
             }
             Scenario::Create => self.creates("create", self.connections, self.operations, None).await,
             Scenario::Create1 => self.creates("create1", 1, (self.operations / 10).max(100), None).await,
-            Scenario::Drain => self.drain().await,
+            Scenario::Drain => self.drain("drain", 1).await,
+            Scenario::DrainBatch => self.drain("drain-batch", self.claim_batch).await,
+            Scenario::DrainInProcess => self.drain_in_process().await,
             Scenario::IdlePollers => self.idle_pollers().await,
             Scenario::WaitWakeup => self.wait_wakeup().await,
             Scenario::Waits => self.waits().await,
@@ -425,11 +432,34 @@ impl Bench {
         Ok(Outcome::new(scenario, connections, &all, started.elapsed()))
     }
 
+    /// Queues `operations` through the server, then drains them with
+    /// in-process handlers on the same store.
+    async fn drain_in_process(&self) -> anyhow::Result<Outcome> {
+        let queue = format!("inproc-{}", std::process::id());
+        let queued = self
+            .creates("enqueue", self.connections, self.operations, Some(&queue))
+            .await?;
+        let store = crate::inprocess::open_store(&self.store).await?;
+        let cpu = crate::server::own_cpu_seconds()?;
+        let elapsed = crate::inprocess::drain(store, PARENT, &queue, self.operations, self.workers).await?;
+        let operations = self.operations as u64;
+        Ok(Outcome {
+            scenario: "drain-in-process",
+            operations,
+            concurrency: self.workers,
+            seconds: elapsed.as_secs_f64(),
+            rate: operations as f64 / elapsed.as_secs_f64(),
+            enqueue_rate: Some(queued.rate),
+            own_cpu_seconds: crate::server::own_cpu_seconds()? - cpu,
+            ..Outcome::default()
+        })
+    }
+
     /// Queues `operations`, then `workers` clients claim and complete them
-    /// (REST worker protocol, trivial work) until none is left. With
-    /// `claim_batch` above 1 each claim asks for that many and the worker
+    /// (REST worker protocol, trivial work) until none is left. With a
+    /// `batch` above 1 each claim asks for that many and the worker
     /// completes them concurrently.
-    async fn drain(&self) -> anyhow::Result<Outcome> {
+    async fn drain(&self, scenario: &'static str, batch: u32) -> anyhow::Result<Outcome> {
         let queue = format!("drain-{}", std::process::id());
         let queued = self
             .creates("enqueue", self.connections, self.operations, Some(&queue))
@@ -445,8 +475,8 @@ impl Bench {
                 queue.clone(),
             );
             let mut claim = json!({"queue": queue, "worker": format!("bench-{w}"), "wait": "1s"});
-            if self.claim_batch > 1 {
-                claim["maxOperations"] = self.claim_batch.into();
+            if batch > 1 {
+                claim["maxOperations"] = batch.into();
             }
             workers.spawn(async move {
                 let mut latencies = histogram();
@@ -479,7 +509,7 @@ impl Bench {
         while let Some(done) = workers.join_next().await {
             all.add(done??)?;
         }
-        let mut outcome = Outcome::new("drain", self.workers, &all, started.elapsed());
+        let mut outcome = Outcome::new(scenario, self.workers, &all, started.elapsed());
         outcome.enqueue_rate = Some(queued.rate);
         Ok(outcome)
     }

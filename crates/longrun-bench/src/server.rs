@@ -74,27 +74,36 @@ impl Server {
     }
 
     pub fn usage(&self) -> anyhow::Result<Usage> {
-        let pid = self.child.id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may contain spaces): utime
-        // and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let peak_rss_kb = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0);
-        Ok(Usage {
-            cpu_seconds: (ticks(11) + ticks(12)) / TICKS_PER_SECOND,
-            peak_rss_kb,
-        })
+        usage_of(&self.child.id().to_string())
     }
+}
+
+/// CPU seconds this bench process has used so far.
+pub(crate) fn own_cpu_seconds() -> anyhow::Result<f64> {
+    Ok(usage_of("self")?.cpu_seconds)
+}
+
+/// CPU time and peak memory of `/proc/<pid>`.
+fn usage_of(pid: &str) -> anyhow::Result<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces): utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let peak_rss_kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Usage {
+        cpu_seconds: (ticks(11) + ticks(12)) / TICKS_PER_SECOND,
+        peak_rss_kb,
+    })
 }
 
 impl Drop for Server {
