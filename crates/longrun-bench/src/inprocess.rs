@@ -12,6 +12,9 @@ use longrun_runtime::{Context, Error, Handler, Runtime, Struct};
 use longrun_store::Store;
 use longrun_types::Parent;
 
+/// No operation handled for this long: something is wrong, stop.
+const STALLED: Duration = Duration::from_secs(30);
+
 /// Counts the operations it was handed; the work itself is nothing.
 struct Trivial {
     handled: Arc<AtomicUsize>,
@@ -69,9 +72,16 @@ pub(crate) async fn drain(
     let running = tokio::spawn(runtime.run(async move {
         let _ = stopped.await;
     }));
+    let mut progress = (0, Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if handled.load(Ordering::Relaxed) < count {
+        let now_handled = handled.load(Ordering::Relaxed);
+        if now_handled != progress.0 {
+            progress = (now_handled, Instant::now());
+        } else if progress.1.elapsed() > STALLED {
+            anyhow::bail!("the in-process drain stalled at {now_handled} of {count} operations");
+        }
+        if now_handled < count {
             continue;
         }
         let stats = store.queue_stats().await?;

@@ -375,10 +375,12 @@ impl Bench {
         queue: Option<&str>,
     ) -> anyhow::Result<Outcome> {
         let next = Arc::new(AtomicUsize::new(0));
+        // Unique per call: a repeated id would be a 409, counted as done.
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
         let run = format!(
             "{scenario}-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            RUNS.fetch_add(1, Ordering::Relaxed)
         );
         let url = format!("{}/v1/{PARENT}/operations", self.endpoint);
         let started = Instant::now();

@@ -167,16 +167,21 @@ async fn claim_loop(
     stop: CancellationToken,
 ) {
     let mut jobs = JoinSet::new();
+    // The last claim took all it asked for: there is likely more, so claim
+    // again without first asking the store whether there is.
+    let mut more = false;
     loop {
         while jobs.try_join_next().is_some() {}
-        match work_arrives(&shared, &queue, &stop).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(err) => {
-                tracing::warn!(%queue, error = %err, "cannot watch the queue; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = stop.cancelled() => break,
+        if !more {
+            match work_arrives(&shared, &queue, &stop).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::warn!(%queue, error = %err, "cannot watch the queue; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = stop.cancelled() => break,
+                    }
                 }
             }
         }
@@ -203,8 +208,10 @@ async fn claim_loop(
         };
         // Another claimer may have been faster: then nothing is claimed and
         // the loop waits for the next one; unused slots go back.
+        let asked = permits_held.len();
         match shared.store.claim(request).await {
             Ok(claimed) => {
+                more = claimed.len() == asked;
                 for (operation, permit) in claimed.into_iter().zip(permits_held) {
                     let span = tracing::info_span!("job", op.name = %operation.name, attempt = operation.attempt);
                     jobs.spawn(
@@ -213,6 +220,7 @@ async fn claim_loop(
                 }
             }
             Err(err) => {
+                more = false;
                 tracing::warn!(%queue, error = %err, "claim failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}

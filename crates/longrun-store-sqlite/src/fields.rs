@@ -17,7 +17,9 @@ pub(crate) use longrun_store::sql::{METADATA_FIELDS as METADATA, RESPONSE_FIELDS
 /// operation `name` with `indexed`.
 pub(crate) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Indexed]) -> Result<()> {
     let seq: i64 = conn
-        .query_row("SELECT seq FROM operations WHERE name = ?1", [name], |row| row.get(0))
+        .prepare_cached("SELECT seq FROM operations WHERE name = ?1")
+        .map_err(db)?
+        .query_row([name], |row| row.get(0))
         .map_err(db)?;
     conn.prepare_cached("DELETE FROM operation_fields WHERE seq = ?1 AND substr(path, 1, length(?2)) = ?2")
         .map_err(db)?
