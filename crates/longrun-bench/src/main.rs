@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, default_value_t = 24)]
     workers: usize,
     /// Operations each `drain-batch` worker asks for per claim
-    /// (`maxOperations`); it completes a batch's operations concurrently.
+    /// (`maxOperations`); it completes them in one `:batchComplete`.
     #[arg(long, default_value_t = 16)]
     claim_batch: u32,
     /// Claim long-polls left waiting during `idle-pollers`.
@@ -93,7 +93,7 @@ pub(crate) enum Scenario {
     /// them with trivial work, one claim per operation.
     Drain,
     /// `drain` with claims of `claim-batch` operations at once
-    /// (`maxOperations`), each batch completed concurrently.
+    /// (`maxOperations`), each batch completed in one call.
     DrainBatch,
     /// Queue `operations`, then `workers` in-process handler slots
     /// (`longrun-runtime` in this process, on the same store) claim and
@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     // reqwest's TLS comes without a crypto provider; longrun uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections.max(args.workers * args.claim_batch as usize))
+        .pool_max_idle_per_host(args.connections.max(args.workers))
         .timeout(Duration::from_secs(120))
         .build()?;
     let bench = scenarios::Bench {

@@ -460,7 +460,7 @@ impl Bench {
     /// Queues `operations`, then `workers` clients claim and complete them
     /// (REST worker protocol, trivial work) until none is left. With a
     /// `batch` above 1 each claim asks for that many and the worker
-    /// completes them concurrently.
+    /// completes them in one `:batchComplete`.
     async fn drain(&self, scenario: &'static str, batch: u32) -> anyhow::Result<Outcome> {
         let queue = format!("drain-{}", std::process::id());
         let queued = self
@@ -493,13 +493,16 @@ impl Bench {
                     } else {
                         continue;
                     };
-                    let mut completions = JoinSet::new();
-                    for claimed in claims {
-                        let (client, endpoint) = (client.clone(), endpoint.clone());
-                        completions.spawn(async move { complete_trivially(&client, &endpoint, &claimed).await });
+                    if batch > 1 {
+                        complete_batch(&client, &endpoint, &claims).await?;
+                        for _ in &claims {
+                            record(&mut latencies, sent);
+                        }
+                        remaining.fetch_sub(claims.len(), Ordering::Relaxed);
+                        continue;
                     }
-                    while let Some(done) = completions.join_next().await {
-                        done??;
+                    for claimed in claims {
+                        complete_trivially(&client, &endpoint, &claimed).await?;
                         record(&mut latencies, sent);
                         remaining.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -536,5 +539,41 @@ async fn complete_trivially(client: &reqwest::Client, endpoint: &str, claimed: &
         );
     }
     response.bytes().await?;
+    Ok(())
+}
+
+/// Completes a batch of claimed operations in one `:batchComplete`.
+async fn complete_batch(client: &reqwest::Client, endpoint: &str, claims: &[Value]) -> anyhow::Result<()> {
+    let requests: Vec<Value> = claims
+        .iter()
+        .map(|claimed| {
+            json!({
+                "name": claimed["operation"]["name"],
+                "leaseToken": claimed["leaseToken"],
+                "response": {"ok": true},
+            })
+        })
+        .collect();
+    let response = client
+        .post(format!("{endpoint}/v1/{PARENT}/operations:batchComplete"))
+        .json(&json!({ "requests": requests }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "batch complete: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let answer: Value = response.json().await?;
+    if let Some(failed) = answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|result| result.get("error").is_some())
+    {
+        bail!("batch complete: {failed}");
+    }
     Ok(())
 }

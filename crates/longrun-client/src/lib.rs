@@ -460,6 +460,44 @@ impl Client {
         Ok((!claim.lease_token.is_empty()).then_some(claim))
     }
 
+    /// Completes several operations under `parent` in one call, each on its
+    /// own: the answer for each, in order (`Ok` with the operation, or the
+    /// error that completion alone met).
+    pub async fn complete_many(
+        &self,
+        parent: &str,
+        completions: &[(String, CompleteRequest)],
+    ) -> Result<Vec<Result<Operation, Status>>, Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Answer {
+            results: Vec<Value>,
+        }
+        let requests = completions
+            .iter()
+            .map(|(name, request)| {
+                let mut body = serde_json::to_value(request).map_err(|err| Error::Usage(err.to_string()))?;
+                body["name"] = name.clone().into();
+                Ok(body)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let path = format!("{}:batchComplete", collection(parent));
+        let body = serde_json::json!({ "requests": requests });
+        let answer: Answer = self.call(reqwest::Method::POST, &path, &[], Some(&body)).await?;
+        answer
+            .results
+            .into_iter()
+            .map(|mut result| match result.get_mut("error") {
+                Some(error) => Ok(Err(serde_json::from_value(error.take()).map_err(|err| {
+                    Error::Usage(format!("the server answered an unreadable error: {err}"))
+                })?)),
+                None => Ok(Ok(serde_json::from_value(result["operation"].take()).map_err(
+                    |err| Error::Usage(format!("the server answered an unreadable operation: {err}")),
+                )?)),
+            })
+            .collect()
+    }
+
     /// Leases up to `max` (1 to 100) queued operations of `queue` under
     /// `parent` in one call, oldest first, waiting up to `wait` for the
     /// first to arrive (not for the rest). Empty when none did.

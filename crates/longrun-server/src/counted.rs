@@ -61,17 +61,20 @@ impl Store for Counted {
 
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
         let operation = self.store.complete(name, completion, now).await?;
-        if operation.done() {
-            // A repeated completion answers with the operation as it ended
-            // before: counted once, when it ended now (stores keep times
-            // to the microsecond).
-            if operation.end_time.map(micros) == Some(micros(now)) {
-                self.metrics.finished(operation.queue.as_deref(), operation.state);
-            }
-        } else if operation.state == State::Queued {
-            self.metrics.retried(operation.queue.as_deref());
-        }
+        self.count_completion(&operation, now);
         Ok(operation)
+    }
+
+    async fn complete_many(
+        &self,
+        completions: Vec<(OperationName, Completion)>,
+        now: SystemTime,
+    ) -> Vec<Result<Operation>> {
+        let results = self.store.complete_many(completions, now).await;
+        for operation in results.iter().flatten() {
+            self.count_completion(operation, now);
+        }
+        results
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {
@@ -128,5 +131,21 @@ impl Store for Counted {
 
     async fn time(&self) -> Result<SystemTime> {
         self.store.time().await
+    }
+}
+
+impl Counted {
+    /// Counts a completion that ended or re-queued an operation.
+    fn count_completion(&self, operation: &Operation, now: SystemTime) {
+        if operation.done() {
+            // A repeated completion answers with the operation as it ended
+            // before: counted once, when it ended now (stores keep times
+            // to the microsecond).
+            if operation.end_time.map(micros) == Some(micros(now)) {
+                self.metrics.finished(operation.queue.as_deref(), operation.state);
+            }
+        } else if operation.state == State::Queued {
+            self.metrics.retried(operation.queue.as_deref());
+        }
     }
 }

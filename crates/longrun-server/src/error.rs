@@ -109,6 +109,26 @@ impl Error {
         }
     }
 
+    /// The `google.rpc.Status` a caller gets, with its `ErrorInfo`: the
+    /// same as gRPC's `grpc-status-details-bin`, and an item's error in a
+    /// batch's answer.
+    pub fn to_rpc_status(&self, request_id: &str) -> longrun_proto::google::rpc::Status {
+        use prost::Message as _;
+        let info = longrun_proto::google::rpc::ErrorInfo {
+            reason: self.reason.to_owned(),
+            domain: crate::grpc::ERROR_DOMAIN.to_owned(),
+            metadata: self.info_metadata(request_id),
+        };
+        longrun_proto::google::rpc::Status {
+            code: self.code.as_i32(),
+            message: self.public_message(request_id),
+            details: vec![prost_types::Any {
+                type_url: format!("{}google.rpc.ErrorInfo", longrun_proto::TYPE_URL_PREFIX),
+                value: info.encode_to_vec(),
+            }],
+        }
+    }
+
     /// The message a caller may see: internals are replaced by a pointer to
     /// the log entry.
     pub fn public_message(&self, request_id: &str) -> String {

@@ -15,16 +15,16 @@ use longrun_proto::google::longrunning::{
     CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest, ListOperationsResponse,
     Operation, WaitOperationRequest,
 };
-use longrun_proto::google::rpc;
 use longrun_proto::longrun::v1::control_server::{Control, ControlServer};
 use longrun_proto::longrun::v1::watch_operations_response::Event as WireEvent;
 use longrun_proto::longrun::v1::watch_server::{Watch, WatchServer};
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, ClaimOperationResponse, CompleteOperationRequest, CreateOperationRequest,
-    ReleaseOperationRequest, UpdateOperationRequest, UpdateOperationResponse,
+    BatchCompleteOperationsRequest, BatchCompleteOperationsResponse, ClaimOperationRequest, ClaimOperationResponse,
+    CompleteOperationRequest, CreateOperationRequest, ReleaseOperationRequest, UpdateOperationRequest,
+    UpdateOperationResponse,
 };
 use longrun_proto::longrun::v1::{Heartbeat, Removed, Reset, Synced, WatchOperationsRequest, WatchOperationsResponse};
-use longrun_proto::{TYPE_URL_PREFIX, operation_view, to_wire};
+use longrun_proto::{operation_view, to_wire};
 use longrun_types::Code;
 
 /// The `domain` of every ErrorInfo longrun sends.
@@ -142,21 +142,12 @@ fn status(err: &Error, request_id: &str) -> Status {
 
 /// [`status`] without logging.
 fn status_of(err: &Error, request_id: &str) -> Status {
-    let message = err.public_message(request_id);
-    let info = rpc::ErrorInfo {
-        reason: err.reason.to_owned(),
-        domain: ERROR_DOMAIN.to_owned(),
-        metadata: err.info_metadata(request_id),
-    };
-    let details = rpc::Status {
-        code: err.code.as_i32(),
-        message: message.clone(),
-        details: vec![prost_types::Any {
-            type_url: format!("{TYPE_URL_PREFIX}google.rpc.ErrorInfo"),
-            value: info.encode_to_vec(),
-        }],
-    };
-    Status::with_details(grpc_code(err.code), message, details.encode_to_vec().into())
+    let details = err.to_rpc_status(request_id);
+    Status::with_details(
+        grpc_code(err.code),
+        details.message.clone(),
+        details.encode_to_vec().into(),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +311,17 @@ impl Control for Grpc {
         let caller = self.caller(&request)?;
         answer(caller.clone(), async {
             Ok(to_wire(&self.0.complete(&caller, request.into_inner()).await?))
+        })
+        .await
+    }
+
+    async fn batch_complete_operations(
+        &self,
+        request: Request<BatchCompleteOperationsRequest>,
+    ) -> Result<Response<BatchCompleteOperationsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        answer(caller.clone(), async {
+            self.0.batch_complete(&caller, request.into_inner()).await
         })
         .await
     }

@@ -113,6 +113,53 @@ async fn a_worker_may_claim_several_at_once_each_with_its_own_lease() {
 }
 
 #[tokio::test]
+async fn a_batch_of_completions_lands_each_on_its_own() {
+    let server = TestServer::start().await;
+    for id in ["c1", "c2", "c3"] {
+        create_queued(&server, id, json!({})).await;
+    }
+    let claimed = claim(&server, json!({"maxOperations": 3, "leaseDuration": "30s"})).await;
+    let claims = claimed["claims"].as_array().unwrap().clone();
+    let token = |i: usize| claims[i]["leaseToken"].clone();
+    let batch = json!({"requests": [
+        {"name": format!("{Q}/c1"), "leaseToken": token(0), "response": {"rows": 1}},
+        {"name": format!("{Q}/c2"), "leaseToken": "stale", "response": {}},
+        {"name": format!("{Q}/c3"), "leaseToken": token(2), "error": {"code": 3, "message": "bad row"}},
+        {"name": "projects/elsewhere/operations/x", "response": {}},
+        {"name": format!("{Q}/c2"), "leaseToken": token(1)},
+    ]});
+    let (status, answer) = server.post(&format!("{Q}:batchComplete"), batch).await;
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "one result per request, in order: {answer}");
+    assert_eq!(results[0]["operation"]["response"]["value"]["rows"], 1, "{answer}");
+    assert_eq!(results[0]["operation"]["done"], true);
+    assert_eq!(
+        results[1]["error"]["code"], 10,
+        "a stale lease is ABORTED: {}",
+        results[1]
+    );
+    assert_eq!(results[1]["error"]["details"][0]["reason"], "LEASE_MISMATCH");
+    assert_eq!(results[2]["operation"]["error"]["message"], "bad row");
+    assert_eq!(results[3]["error"]["code"], 3, "{}", results[3]);
+    assert_eq!(results[3]["error"]["details"][0]["reason"], "NAME_OUTSIDE_PARENT");
+    assert_eq!(results[4]["error"]["details"][0]["reason"], "MISSING_RESULT");
+    // What was refused changed nothing; the rest landed.
+    assert_eq!(state(&server, "c1").await["done"], true);
+    assert_eq!(state(&server, "c2").await["metadata"]["state"], "RUNNING");
+    assert_eq!(state(&server, "c3").await["error"]["code"], 3);
+    for (bad, reason) in [
+        (json!({"requests": []}), "INVALID_BATCH_SIZE"),
+        (json!({"requests": 5}), "INVALID_JSON"),
+    ] {
+        let (status, refused) = server.post(&format!("{Q}:batchComplete"), bad).await;
+        assert_eq!(status, 400, "{refused}");
+        let got = refused["error"]["details"][0]["reason"].as_str().unwrap().to_owned();
+        assert!(got == reason || reason == "INVALID_JSON", "{refused}");
+    }
+}
+
+#[tokio::test]
 async fn claim_long_poll_wakes_within_milliseconds_of_a_create() {
     let server = TestServer::start().await;
     let poller = {
@@ -385,4 +432,77 @@ async fn queue_metrics_are_exported() {
         text.contains(r#"longrun_operations_created_total{queue="imports"} 2"#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn grpc_workers_claim_and_complete_in_batches() {
+    use longrun_proto::longrun::v1::{BatchCompleteOperationsRequest, complete_operation_result};
+    let server = TestServer::start().await;
+    for id in ["g1", "g2"] {
+        create_queued(&server, id, json!({})).await;
+    }
+    let mut control = server.control().await;
+    let claimed = control
+        .claim_operation(ClaimOperationRequest {
+            parent: "projects/w/locations/l".into(),
+            queue: "imports".into(),
+            worker: "grpc-worker".into(),
+            lease_duration: None,
+            wait: None,
+            max_operations: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(claimed.operation.is_none());
+    let names: Vec<String> = claimed
+        .claims
+        .iter()
+        .map(|claim| claim.operation.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, [format!("{Q}/g1"), format!("{Q}/g2")]);
+    let requests = claimed
+        .claims
+        .iter()
+        .map(|claim| CompleteOperationRequest {
+            name: claim.operation.as_ref().unwrap().name.clone(),
+            lease_token: claim.lease_token.clone(),
+            retryable: false,
+            result: Some(complete_operation_request::Result::Response(prost_types::Any {
+                type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+                value: Vec::new(),
+            })),
+        })
+        .chain([CompleteOperationRequest {
+            name: format!("{Q}/g1"),
+            lease_token: "stale".into(),
+            retryable: false,
+            result: None,
+        }])
+        .collect();
+    let done = control
+        .batch_complete_operations(BatchCompleteOperationsRequest {
+            parent: "projects/w/locations/l".into(),
+            requests,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<String> = done
+        .results
+        .iter()
+        .map(|result| match result.result.as_ref().unwrap() {
+            complete_operation_result::Result::Operation(op) => format!("done={}", op.done),
+            complete_operation_result::Result::Error(status) => format!("error={}", status.code),
+        })
+        .collect();
+    assert_eq!(outcomes, ["done=true", "done=true", "error=3"]);
+    let empty = control
+        .batch_complete_operations(BatchCompleteOperationsRequest {
+            parent: "projects/w/locations/l".into(),
+            requests: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
 }

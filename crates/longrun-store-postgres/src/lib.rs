@@ -484,6 +484,21 @@ impl Store for PostgresStore {
         Err(contended(&name))
     }
 
+    /// Concurrently, on as many pooled connections: PostgreSQL's own group
+    /// commit shares the flushes.
+    async fn complete_many(
+        &self,
+        completions: Vec<(OperationName, Completion)>,
+        now: SystemTime,
+    ) -> Vec<Result<Operation>> {
+        futures::future::join_all(
+            completions
+                .into_iter()
+                .map(|(name, completion)| async move { self.complete(&name, completion, now).await }),
+        )
+        .await
+    }
+
     #[tracing::instrument(skip_all, fields(queue = %request.queue))]
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.claim_next(request).await

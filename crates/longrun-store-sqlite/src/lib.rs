@@ -198,6 +198,31 @@ fn run_writer(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
     }
 }
 
+/// A completion, decided by the lifecycle and written fenced; `None` for
+/// the change when it repeats the completion that already ended it.
+fn complete_in(
+    conn: &Connection,
+    name: &str,
+    completion: Completion,
+    now: SystemTime,
+) -> Result<(Operation, Option<Change>)> {
+    let op = fetch(conn, name)?;
+    let is_response = matches!(completion.outcome, Outcome::Response(_));
+    let token = completion.lease_token.as_deref();
+    let step = lifecycle::complete(&op, token, completion.outcome, completion.retry, now)
+        .map_err(|refusal| Error::refused(name, &refusal))?;
+    // The same completion again: answered, nothing written.
+    let Some(step) = step else { return Ok((op, None)) };
+    if !write_step(conn, &op, &step, now)? {
+        return Err(changed_meanwhile(name));
+    }
+    if is_response && step.to().is_done() {
+        fields::write(conn, name, fields::RESPONSE, &completion.indexed)?;
+    }
+    let change = Change::of_step(&op, &step);
+    Ok((fetch(conn, name)?, Some(change)))
+}
+
 /// Runs one job of a batch so that its failure undoes only its own writes.
 /// The two statements are prepared once: every write runs them.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -418,24 +443,37 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(op.name = %name))]
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
-        self.write(move |conn| {
-            let op = fetch(conn, &name)?;
-            let is_response = matches!(completion.outcome, Outcome::Response(_));
-            let token = completion.lease_token.as_deref();
-            let step = lifecycle::complete(&op, token, completion.outcome, completion.retry, now)
-                .map_err(|refusal| Error::refused(&name, &refusal))?;
-            // The same completion again: answered, nothing written.
-            let Some(step) = step else { return Ok((op, None)) };
-            if !write_step(conn, &op, &step, now)? {
-                return Err(changed_meanwhile(&name));
-            }
-            if is_response && step.to().is_done() {
-                fields::write(conn, &name, fields::RESPONSE, &completion.indexed)?;
-            }
-            let change = Change::of_step(&op, &step);
-            Ok((fetch(conn, &name)?, Some(change)))
-        })
-        .await
+        self.write(move |conn| complete_in(conn, &name, completion, now)).await
+    }
+
+    /// One write job for the batch, each completion in a savepoint of its
+    /// own inside it: committed together, refused one by one.
+    #[tracing::instrument(skip_all, fields(completions = completions.len()))]
+    async fn complete_many(
+        &self,
+        completions: Vec<(OperationName, Completion)>,
+        now: SystemTime,
+    ) -> Vec<Result<Operation>> {
+        let count = completions.len();
+        let written = self
+            .write(move |conn| {
+                let mut results = Vec::with_capacity(completions.len());
+                let mut changes = Vec::new();
+                for (name, completion) in completions {
+                    let name = name.to_string();
+                    match in_savepoint(conn, |conn| complete_in(conn, &name, completion, now)) {
+                        Ok((operation, change)) => {
+                            changes.extend(change);
+                            results.push(Ok(operation));
+                        }
+                        Err(err) => results.push(Err(err)),
+                    }
+                }
+                Ok((results, changes))
+            })
+            .await;
+        // The batch itself failed (its commit, say): every completion did.
+        written.unwrap_or_else(|err| (0..count).map(|_| Err(err.clone())).collect())
     }
 
     #[tracing::instrument(skip_all, fields(queue = %request.queue))]

@@ -120,7 +120,7 @@ impl Shared {
             !wake.tried.contains(&slot.id)
                 && operation_parent
                     .as_ref()
-                    .is_none_or(|operation_parent| covers(&slot.parent, operation_parent))
+                    .is_none_or(|operation_parent| slot.parent.covers(operation_parent))
         });
         if let Some(index) = chosen {
             let slot = slots.remove(index);
@@ -147,17 +147,6 @@ impl Shared {
             slot.ticket.notify.notify_one();
         }
     }
-}
-
-/// True when a claim under `claimer` takes operations of `parent`: the
-/// same parent or one below it (as the store's claim query says).
-fn covers(claimer: &Parent, parent: &Parent) -> bool {
-    claimer.is_root()
-        || parent.as_str() == claimer.as_str()
-        || parent
-            .as_str()
-            .strip_prefix(claimer.as_str())
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -387,6 +387,20 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, name: &OperationName) -> Result<()>;
     async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation>;
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation>;
+    /// Several completions, each on its own as [`Store::complete`] makes it
+    /// (one refused or failing does not undo the others); results in the
+    /// same order. Backends commit them together where they can.
+    async fn complete_many(
+        &self,
+        completions: Vec<(OperationName, Completion)>,
+        now: SystemTime,
+    ) -> Vec<Result<Operation>> {
+        let mut results = Vec::with_capacity(completions.len());
+        for (name, completion) in completions {
+            results.push(self.complete(&name, completion, now).await);
+        }
+        results
+    }
     /// Committed changes, for waiters: each announced after its commit, on
     /// every node sharing the store (a new receiver may also see what
     /// committed just before it subscribed). A lagging receiver must

@@ -95,6 +95,17 @@ impl Parent {
         &self.path
     }
 
+    /// True when operations of `other` lie under this parent: the same
+    /// parent, one below it, or anything under the root (a claim's reach).
+    pub fn covers(&self, other: &Parent) -> bool {
+        self.is_root()
+            || other.path == self.path
+            || other
+                .path
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
     /// True when `other` (a concrete parent) is matched by this pattern.
     pub fn matches(&self, other: &Parent) -> bool {
         let mine = self.path.split('/');
@@ -315,5 +326,17 @@ mod tests {
         assert!(!pattern.matches(&Parent::parse("projects/a").unwrap()));
         assert!(Parent::parse("projects/-").is_err());
         assert!(Parent::parse_pattern("-/p").is_err(), "collections are never wildcards");
+    }
+
+    #[test]
+    fn a_parent_covers_itself_and_what_lies_below_it() {
+        let parent = |path: &str| Parent::parse(path).unwrap();
+        let projects = parent("projects/p");
+        assert!(projects.covers(&parent("projects/p")));
+        assert!(projects.covers(&parent("projects/p/locations/l")));
+        assert!(!projects.covers(&parent("projects/pq")), "a longer id is not below");
+        assert!(!projects.covers(&parent("projects/q")));
+        assert!(!projects.covers(&Parent::root()));
+        assert!(Parent::root().covers(&parent("projects/q/locations/l")));
     }
 }

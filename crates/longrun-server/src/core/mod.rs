@@ -20,8 +20,10 @@ use crate::page_token::PageTokens;
 use crate::{Clock, Config, Error};
 use longrun_proto::google::longrunning::ListOperationsRequest;
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, ClaimOperationResponse, ClaimedOperation, CompleteOperationRequest, CreateOperationRequest,
+    BatchCompleteOperationsRequest, BatchCompleteOperationsResponse, ClaimOperationRequest, ClaimOperationResponse,
+    ClaimedOperation, CompleteOperationRequest, CompleteOperationResult, CreateOperationRequest,
     ReleaseOperationRequest, UpdateOperationRequest, UpdateOperationResponse, complete_operation_request,
+    complete_operation_result,
 };
 use longrun_proto::{Registry, any_to_payload, status_from_wire};
 use longrun_store::{
@@ -49,6 +51,8 @@ const MAX_REQUEST_ID: usize = 128;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Most operations one claim leases (`max_operations`).
 pub const MAX_CLAIM_BATCH: i32 = 100;
+/// Most completions in one BatchCompleteOperations.
+pub const MAX_BATCH_COMPLETE: usize = 100;
 const MIN_LEASE: Duration = Duration::from_secs(1);
 const MAX_LEASE: Duration = Duration::from_secs(3600);
 /// Most done operations one sweep deletes.
@@ -412,44 +416,132 @@ impl Service {
     pub async fn complete(&self, caller: &Caller, request: CompleteOperationRequest) -> Result<Operation, Error> {
         let target = request.name.clone();
         self.observe(caller, "CompleteOperation", (Action::Complete, &target), async {
-            let name = OperationName::parse(&request.name)?;
-            authorize(caller, Action::Complete, &name.to_string())?;
-            let (outcome, indexed) = match request.result {
-                Some(complete_operation_request::Result::Response(any)) => {
-                    let payload = any_to_payload(any);
-                    let indexed = checked_fields(self.registry.check_and_index(RESPONSE, &payload)?)?;
-                    (Outcome::Response(payload), indexed)
-                }
-                Some(complete_operation_request::Result::Error(status)) => {
-                    let mut status = status_from_wire(status);
-                    status.message = checked_text("error.message", status.message, MAX_ERROR_MESSAGE)?;
-                    if !(1..=16).contains(&status.code) {
-                        return Err(Error::invalid(
-                            "INVALID_ERROR_CODE",
-                            format!("error.code must be a google.rpc.Code from 1 to 16, got {}", status.code),
-                        ));
-                    }
-                    for detail in &status.details {
-                        self.registry.check_payload(detail)?;
-                    }
-                    (Outcome::Error(status), Vec::new())
-                }
-                None => {
-                    return Err(Error::invalid(
-                        "MISSING_RESULT",
-                        "a completion needs exactly one of response and error",
-                    ));
-                }
-            };
-            let completion = Completion {
-                lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
-                outcome,
-                indexed,
-                retry: request.retryable.then_some(self.retry_backoff),
-            };
+            let (name, completion) = self.completion(caller, request)?;
             Ok(self.store.complete(&name, completion, self.clock.now()).await?)
         })
         .await
+    }
+
+    /// Completes several operations under a parent, each on its own: a
+    /// refused completion is that item's error, the others still land.
+    /// The store commits them together where it can.
+    pub async fn batch_complete(
+        &self,
+        caller: &Caller,
+        request: BatchCompleteOperationsRequest,
+    ) -> Result<BatchCompleteOperationsResponse, Error> {
+        let target = request.parent.clone();
+        self.observe(caller, "BatchCompleteOperations", (Action::Complete, &target), async {
+            let parent = Parent::parse(&request.parent)?;
+            if request.requests.is_empty() || request.requests.len() > MAX_BATCH_COMPLETE {
+                return Err(Error::invalid(
+                    "INVALID_BATCH_SIZE",
+                    format!("a batch holds 1 to {MAX_BATCH_COMPLETE} completions"),
+                ));
+            }
+            // Refusals before the store, in request order; the store's
+            // answers fill the rest.
+            let mut results: Vec<Option<Result<Operation, Error>>> = Vec::with_capacity(request.requests.len());
+            let mut valid = Vec::new();
+            for item in request.requests {
+                let name = item.name.clone();
+                let checked = self.completion(caller, item).and_then(|(name, completion)| {
+                    if parent.covers(name.parent()) {
+                        Ok((name, completion))
+                    } else {
+                        Err(Error::invalid(
+                            "NAME_OUTSIDE_PARENT",
+                            format!(
+                                "operation {:?} does not lie under {:?}",
+                                name.to_string(),
+                                parent.as_str()
+                            ),
+                        ))
+                    }
+                });
+                match checked {
+                    Ok(completion) => {
+                        valid.push(completion);
+                        results.push(None);
+                    }
+                    Err(err) => {
+                        tracing::debug!(op.name = %name, error = %err, "batch completion refused");
+                        results.push(Some(Err(err)));
+                    }
+                }
+            }
+            let mut stored = self.store.complete_many(valid, self.clock.now()).await.into_iter();
+            let results = results
+                .into_iter()
+                .map(|result| match result {
+                    Some(refused) => refused,
+                    None => stored
+                        .next()
+                        .unwrap_or_else(|| {
+                            Err(longrun_store::Error::internal("the store answered too few completions"))
+                        })
+                        .map_err(Error::from),
+                })
+                .map(|result| {
+                    let result = match result {
+                        Ok(operation) => {
+                            complete_operation_result::Result::Operation(longrun_proto::to_wire(&operation))
+                        }
+                        Err(err) => {
+                            err.log(&caller.request_id);
+                            complete_operation_result::Result::Error(err.to_rpc_status(&caller.request_id))
+                        }
+                    };
+                    CompleteOperationResult { result: Some(result) }
+                })
+                .collect();
+            Ok(BatchCompleteOperationsResponse { results })
+        })
+        .await
+    }
+
+    /// A completion request checked and authorized, as the store takes it.
+    fn completion(
+        &self,
+        caller: &Caller,
+        request: CompleteOperationRequest,
+    ) -> Result<(OperationName, Completion), Error> {
+        let name = OperationName::parse(&request.name)?;
+        authorize(caller, Action::Complete, &name.to_string())?;
+        let (outcome, indexed) = match request.result {
+            Some(complete_operation_request::Result::Response(any)) => {
+                let payload = any_to_payload(any);
+                let indexed = checked_fields(self.registry.check_and_index(RESPONSE, &payload)?)?;
+                (Outcome::Response(payload), indexed)
+            }
+            Some(complete_operation_request::Result::Error(status)) => {
+                let mut status = status_from_wire(status);
+                status.message = checked_text("error.message", status.message, MAX_ERROR_MESSAGE)?;
+                if !(1..=16).contains(&status.code) {
+                    return Err(Error::invalid(
+                        "INVALID_ERROR_CODE",
+                        format!("error.code must be a google.rpc.Code from 1 to 16, got {}", status.code),
+                    ));
+                }
+                for detail in &status.details {
+                    self.registry.check_payload(detail)?;
+                }
+                (Outcome::Error(status), Vec::new())
+            }
+            None => {
+                return Err(Error::invalid(
+                    "MISSING_RESULT",
+                    "a completion needs exactly one of response and error",
+                ));
+            }
+        };
+        let completion = Completion {
+            lease_token: optional_text("lease_token", request.lease_token, MAX_TEXT)?,
+            outcome,
+            indexed,
+            retry: request.retryable.then_some(self.retry_backoff),
+        };
+        Ok((name, completion))
     }
 
     /// Hands a claimed operation back to its queue without spending an

@@ -248,6 +248,9 @@ pub(super) async fn openapi(State(service): State<Arc<Service>>, headers: Header
             "get": openapi_operation("List operations, newest first", query, None, "ListOperationsResponse"),
             "post": openapi_operation("Create an operation (producer API)", list_params.clone(), Some("CreateOperationRequest"), "Operation"),
         }));
+        paths.insert(format!("{collection}:batchComplete"), json!({
+            "post": openapi_operation("Complete several operations under the parent, each on its own (worker API)", list_params.clone(), Some("BatchCompleteOperationsRequest"), "BatchCompleteOperationsResponse"),
+        }));
         paths.insert(format!("{collection}:claim"), json!({
             "post": openapi_operation("Claim the next queued operation, or several (worker API)", list_params, Some("ClaimOperationRequest"), "ClaimOperationResponse"),
         }));
@@ -334,6 +337,14 @@ pub(super) async fn openapi(State(service): State<Arc<Service>>, headers: Header
                 "retryable": {"type": "boolean"}}},
             "ReleaseOperationRequest": {"type": "object", "required": ["leaseToken"], "properties": {
                 "leaseToken": {"type": "string"}}},
+            "BatchCompleteOperationsRequest": {"type": "object", "required": ["requests"], "properties": {
+                "requests": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"allOf": [
+                    {"$ref": "#/components/schemas/CompleteOperationRequest"},
+                    {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}]}}}},
+            "BatchCompleteOperationsResponse": {"type": "object", "properties": {
+                "results": {"type": "array", "items": {"type": "object", "properties": {
+                    "operation": {"$ref": "#/components/schemas/Operation"},
+                    "error": {"$ref": "#/components/schemas/Status"}}}}}},
             "ClaimOperationRequest": {"type": "object", "required": ["queue"], "properties": {
                 "queue": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,63}$"}, "worker": {"type": "string"},
                 "leaseDuration": duration, "wait": duration,

@@ -23,8 +23,8 @@ use crate::{Caller, Error, RequestId, Service, claim_response};
 use longrun_proto::google::longrunning::{ListOperationsRequest, WaitOperationRequest};
 use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
 use longrun_proto::longrun::v1::{
-    ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest, ReleaseOperationRequest,
-    UpdateOperationRequest,
+    BatchCompleteOperationsRequest, ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest,
+    ReleaseOperationRequest, UpdateOperationRequest,
 };
 use longrun_proto::{Enums, TYPE_URL_PREFIX, to_wire, type_untyped};
 use longrun_types::{Code, Operation};
@@ -449,13 +449,23 @@ async fn route(
         }
         ("POST", Some("complete"), false) => {
             let mut json = json_body(body)?;
-            type_fields(&mut json, &["response"]);
-            if let Some(Value::Array(details)) = json.pointer_mut("/error/details") {
-                details.iter_mut().for_each(type_untyped);
-            }
+            type_completion(&mut json);
             let request: CompleteOperationRequest =
                 decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
             render(&service.complete(caller, request).await?)
+        }
+        ("POST", Some("batchComplete"), true) => {
+            let mut json = json_body(body)?;
+            if let Some(Value::Array(requests)) = json.get_mut("requests") {
+                requests.iter_mut().for_each(type_completion);
+            }
+            set_resource(&mut json, "parent", call.parent())?;
+            let request: BatchCompleteOperationsRequest =
+                registry.from_json("longrun.v1.BatchCompleteOperationsRequest", &json)?;
+            let response = service.batch_complete(caller, request).await?;
+            registry
+                .to_json_with("longrun.v1.BatchCompleteOperationsResponse", &response, enums)
+                .map_err(|err| Error::internal(format!("cannot serve completed operations: {err}")))
         }
         ("POST", Some("release"), false) => {
             let json = json_body(body)?;
@@ -481,6 +491,15 @@ async fn route(
                 call.verb.map(|verb| format!(":{verb}")).unwrap_or_default()
             ),
         )),
+    }
+}
+
+/// Gives a completion's untyped JSON payloads (its response, its error's
+/// details) their `@type`, as Complete accepts them.
+fn type_completion(json: &mut Value) {
+    type_fields(json, &["response"]);
+    if let Some(Value::Array(details)) = json.pointer_mut("/error/details") {
+        details.iter_mut().for_each(type_untyped);
     }
 }
 

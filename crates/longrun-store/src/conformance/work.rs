@@ -71,6 +71,58 @@ pub(super) async fn a_claim_takes_several_each_with_its_own_lease(store: &dyn St
     assert!(store.complete(&first[0].name, own, t0()).await.unwrap().done());
 }
 
+/// Completions of a batch land or fail each on its own, answered in order.
+pub(super) async fn completions_in_a_batch_land_each_on_its_own(store: &dyn Store) {
+    for id in ["m1", "m2"] {
+        store.create(queued("many", id, "q")).await.unwrap();
+    }
+    let claimed = store
+        .claim(crate::ClaimRequest {
+            limit: 2,
+            ..claim_request("many", "q", t0())
+        })
+        .await
+        .unwrap();
+    let with = |op: &longrun_types::Operation, token: Option<String>| {
+        (
+            op.name.clone(),
+            Completion {
+                lease_token: token,
+                ..success()
+            },
+        )
+    };
+    let mut feed = store.changes();
+    let results = store
+        .complete_many(
+            vec![
+                with(&claimed[0], token(&claimed[0])),
+                with(&claimed[1], Some("stale".into())),
+                (name("many", "absent"), success()),
+            ],
+            t0(),
+        )
+        .await;
+    assert_eq!(results.len(), 3);
+    assert!(results[0].as_ref().unwrap().done());
+    assert!(matches!(results[1], Err(Error::Aborted { .. })), "{:?}", results[1]);
+    assert!(matches!(results[2], Err(Error::NotFound(_))), "{:?}", results[2]);
+    assert_eq!(store.get(&claimed[1].name).await.unwrap().state, State::Running);
+    // Announced like any completion (after the claims, which a feed read
+    // after its commit may still be announcing).
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let change = feed.recv().await.unwrap();
+            if change.done {
+                return change.name;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended, claimed[0].name.to_string());
+}
+
 pub(super) async fn heartbeat_extends_the_lease(store: &dyn Store) {
     store.create(queued("heartbeat", "a", "q")).await.unwrap();
     let op = store
