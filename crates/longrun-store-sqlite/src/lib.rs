@@ -213,14 +213,16 @@ fn complete_in(
         .map_err(|refusal| Error::refused(name, &refusal))?;
     // The same completion again: answered, nothing written.
     let Some(step) = step else { return Ok((op, None)) };
-    if !write_step(conn, &op, &step, now)? {
+    let Some(written) = write_step(conn, &op, &step, now)? else {
         return Err(changed_meanwhile(name));
-    }
-    if is_response && step.to().is_done() {
+    };
+    // An operation that was not done has no response fields yet: only
+    // values to add are written.
+    if is_response && step.to().is_done() && !completion.indexed.is_empty() {
         fields::write(conn, name, fields::RESPONSE, &completion.indexed)?;
     }
     let change = Change::of_step(&op, &step);
-    Ok((fetch(conn, name)?, Some(change)))
+    Ok((written, Some(change)))
 }
 
 /// Runs one job of a batch so that its failure undoes only its own writes.
@@ -336,10 +338,13 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let op = fetch(conn, &name)?;
             let (written, ended) = match lifecycle::cancel(&op, now) {
-                Cancel::End(step) => (write_step(conn, &op, &step, now)?, true),
+                Cancel::End(step) => (write_step(conn, &op, &step, now)?.is_some(), true),
                 Cancel::Request => {
                     let sets = "cancel_requested = 1, cancel_time = ?1, update_time = ?1";
-                    (update_fenced(conn, &op, sets, vec![Sql::Integer(micros(now))])?, false)
+                    (
+                        update_fenced(conn, &op, sets, vec![Sql::Integer(micros(now))])?.is_some(),
+                        false,
+                    )
                 }
                 Cancel::Unchanged => {
                     return Ok((
@@ -419,7 +424,7 @@ impl Store for SqliteStore {
             if let Some(detail) = &update.status_detail {
                 set("status_detail", Sql::Text(detail.clone()));
             }
-            if !update_fenced(conn, &op, &sets.join(", "), values)? {
+            if update_fenced(conn, &op, &sets.join(", "), values)?.is_none() {
                 return Err(changed_meanwhile(&name));
             }
             if update.metadata.is_some() {
@@ -487,11 +492,11 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let op = fetch(conn, &name)?;
             let step = lifecycle::release(&op, &token, now).map_err(|refusal| Error::refused(&name, &refusal))?;
-            if !write_step(conn, &op, &step, now)? {
+            let Some(written) = write_step(conn, &op, &step, now)? else {
                 return Err(changed_meanwhile(&name));
-            }
+            };
             let change = Change::of_step(&op, &step);
-            Ok((fetch(conn, &name)?, Some(change)))
+            Ok((written, Some(change)))
         })
         .await
     }

@@ -170,8 +170,14 @@ pub(crate) fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation>
 
 /// `UPDATE operations SET {sets}` on `op`, only if what the lifecycle
 /// decided on is as it was read ([`Fence`]). `values` are the parameters of
-/// `sets`, numbered from `?1`. Returns whether the row was written.
-pub(crate) fn update_fenced(conn: &Connection, op: &Operation, sets: &str, mut values: Vec<Sql>) -> Result<bool> {
+/// `sets`, numbered from `?1`. Returns the operation as written, or `None`
+/// when the fence found it changed.
+pub(crate) fn update_fenced(
+    conn: &Connection,
+    op: &Operation,
+    sets: &str,
+    mut values: Vec<Sql>,
+) -> Result<Option<Operation>> {
     let fence = Fence::of(op);
     let at = values.len();
     values.extend([
@@ -185,24 +191,31 @@ pub(crate) fn update_fenced(conn: &Connection, op: &Operation, sets: &str, mut v
     // statement again on every run.
     let sql = format!(
         "UPDATE operations SET {sets} WHERE name = ?{} AND state = {} AND attempt = ?{} AND lease_token IS ?{} \
-         AND cancel_requested = ?{}",
+         AND cancel_requested = ?{} RETURNING {COLUMNS}",
         at + 1,
         fence.state.as_i32(),
         at + 2,
         at + 3,
         at + 4
     );
-    let changed = conn
+    let written = conn
         .prepare_cached(&sql)
         .map_err(db)?
-        .execute(params_from_iter(values))
+        .query_row(params_from_iter(values), listed_from_row)
+        .optional()
         .map_err(db)?;
-    Ok(changed == 1)
+    written.transpose().map(|listed| listed.map(|listed| listed.operation))
 }
 
 /// Writes a lifecycle step, fenced; the same step for every caller (a
-/// completion, a cancel, a release, the sweep).
-pub(crate) fn write_step(conn: &Connection, op: &Operation, step: &Step, now: std::time::SystemTime) -> Result<bool> {
+/// completion, a cancel, a release, the sweep). The operation as written,
+/// or `None` when it changed since it was read.
+pub(crate) fn write_step(
+    conn: &Connection,
+    op: &Operation,
+    step: &Step,
+    now: std::time::SystemTime,
+) -> Result<Option<Operation>> {
     let now = micros(now);
     match step {
         Step::Requeue {

@@ -5,9 +5,9 @@
 
 use std::time::SystemTime;
 
-use rusqlite::params_from_iter;
+use rusqlite::{OptionalExtension as _, params_from_iter};
 
-use crate::rows::{COLUMNS, fetch, listed_from_row, to_values, write_step};
+use crate::rows::{COLUMNS, listed_from_row, to_values, write_step};
 use crate::{SqliteStore, db};
 use longrun_store::micros::{from_micros, micros, micros_of};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
@@ -29,19 +29,23 @@ impl SqliteStore {
             let mut changes = Vec::new();
             while claimed.len() < request.limit.max(1) {
                 let (text, params) = claim_statement(&request);
-                let mut statement = conn.prepare_cached(&text).map_err(db)?;
-                let mut rows = statement.query(params_from_iter(params)).map_err(db)?;
-                let Some(row) = rows.next().map_err(db)? else { break };
-                let name: String = row.get(0).map_err(db)?;
-                drop(rows);
-                claimed.push(fetch(conn, &name)?);
+                let operation = conn
+                    .prepare_cached(&text)
+                    .map_err(db)?
+                    .query_row(params_from_iter(params), listed_from_row)
+                    .optional()
+                    .map_err(db)?;
+                let Some(operation) = operation.transpose()?.map(|listed| listed.operation) else {
+                    break;
+                };
                 changes.push(Change {
-                    name,
+                    name: operation.name.to_string(),
                     done: false,
                     deleted: false,
                     queued: None,
                     position: 0,
                 });
+                claimed.push(operation);
             }
             Ok((claimed, changes))
         })
@@ -96,7 +100,7 @@ impl SqliteStore {
                 let Some((kind, step)) = lifecycle::sweep(&op, now, policy.cancel_grace) else {
                     continue;
                 };
-                if write_step(conn, &op, &step, now)? {
+                if write_step(conn, &op, &step, now)?.is_some() {
                     changes.push(Change::of_step(&op, &step));
                     events.push(SweepEvent {
                         name: op.name.to_string(),
@@ -164,8 +168,8 @@ impl SqliteStore {
     }
 }
 
-/// The claim's one statement (an `UPDATE … RETURNING name`) and its
-/// parameters.
+/// The claim's one statement (an `UPDATE … RETURNING` the claimed row)
+/// and its parameters.
 pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::types::Value>) {
     let now = micros(request.now);
     let mut sql = SqlBuilder::new(Dialect::Sqlite);
@@ -183,7 +187,7 @@ pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::
         "UPDATE operations SET state = {running}, lease_token = {token}, lease_worker = {worker}, \
              lease_duration = {duration}, lease_expire_time = {now_param} + {duration}, update_time = {now_param} \
          WHERE seq = (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT 1) AND state = {queued} \
-         RETURNING name",
+         RETURNING {COLUMNS}",
         sql.where_clause()
     );
     (text, to_values(sql.params()))
