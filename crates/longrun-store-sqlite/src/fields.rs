@@ -25,6 +25,15 @@ pub(crate) fn write(conn: &Connection, name: &str, prefix: &str, indexed: &[Inde
         .map_err(db)?
         .execute(rusqlite::params![seq, prefix])
         .map_err(db)?;
+    add(conn, seq, prefix, indexed)
+}
+
+/// Adds `indexed` under `prefix` to the operation at `seq`, which has none
+/// there yet (it was just inserted).
+pub(crate) fn add(conn: &Connection, seq: i64, prefix: &str, indexed: &[Indexed]) -> Result<()> {
+    if indexed.is_empty() {
+        return Ok(());
+    }
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO operation_fields (seq, path, n, int_value, real_value, text_value) \

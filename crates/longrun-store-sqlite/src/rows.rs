@@ -131,15 +131,15 @@ pub(crate) fn to_values(params: &[Param]) -> Vec<Sql> {
 pub(crate) fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation> {
     let name = new.name.to_string();
     let now = micros(new.now);
-    let result = conn
-        .prepare_cached(
-            "INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
-                 verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline, \
-                 available_time) \
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?14, ?15, ?14)",
-        )
-        .map_err(db)?
-        .execute(rusqlite::params![
+    let sql = format!(
+        "INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
+             verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline, \
+             available_time) \
+         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?14, ?15, ?14) \
+         RETURNING {COLUMNS}"
+    );
+    let result = conn.prepare_cached(&sql).map_err(db)?.query_row(
+        rusqlite::params![
             name,
             new.name.parent().as_str(),
             new.state().as_i32(),
@@ -155,11 +155,14 @@ pub(crate) fn insert(conn: &Connection, new: &NewOperation) -> Result<Operation>
             new.request_id,
             now,
             new.deadline().map(micros),
-        ]);
+        ],
+        listed_from_row,
+    );
     match result {
-        Ok(_) => {
-            fields::write(conn, &name, fields::METADATA, &new.indexed)?;
-            fetch(conn, &name)
+        Ok(listed) => {
+            let listed = listed?;
+            fields::add(conn, listed.cursor.seq, fields::METADATA, &new.indexed)?;
+            Ok(listed.operation)
         }
         Err(rusqlite::Error::SqliteFailure(err, _)) if err.code == rusqlite::ErrorCode::ConstraintViolation => {
             Err(Error::AlreadyExists(name))
