@@ -281,6 +281,92 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The completions in one transaction: each answered, or `None` where
+    /// the operation changed between read and write (to be made again).
+    async fn complete_together(
+        &self,
+        completions: &[(OperationName, Completion)],
+        now: SystemTime,
+    ) -> Result<Vec<Option<Result<Operation>>>> {
+        /// What the lifecycle decided for one completion.
+        enum Plan<'a> {
+            Answered(Result<Operation>),
+            Write {
+                seq: i64,
+                op: Operation,
+                step: lifecycle::Step,
+                fields: Fields<'a>,
+            },
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let names: Vec<String> = completions.iter().map(|(name, _)| name.to_string()).collect();
+        let reads = futures::future::join_all(names.iter().map(|name| read(&tx, name))).await;
+        let mut plans = Vec::with_capacity(completions.len());
+        for (((_, completion), found), name) in completions.iter().zip(reads).zip(&names) {
+            let Listed { operation: op, cursor } = match found {
+                Ok(found) => found,
+                Err(Error::NotFound(missing)) => {
+                    plans.push(Plan::Answered(Err(Error::NotFound(missing))));
+                    continue;
+                }
+                // The transaction is unusable now.
+                Err(err) => return Err(err),
+            };
+            let token = completion.lease_token.as_deref();
+            let step = match lifecycle::complete(&op, token, completion.outcome.clone(), completion.retry, now) {
+                Err(refusal) => {
+                    plans.push(Plan::Answered(Err(refused(name)(refusal))));
+                    continue;
+                }
+                // The same completion again: answered, nothing written.
+                Ok(None) => {
+                    plans.push(Plan::Answered(Ok(op)));
+                    continue;
+                }
+                Ok(Some(step)) => step,
+            };
+            let fields = match (&completion.outcome, step.to().is_done()) {
+                (Outcome::Response(_), true) => Fields::Add(fields::RESPONSE, &completion.indexed),
+                _ => Fields::Keep,
+            };
+            plans.push(Plan::Write {
+                seq: cursor.seq,
+                op,
+                step,
+                fields,
+            });
+        }
+        let writes = futures::future::join_all(plans.iter().map(|plan| async {
+            match plan {
+                Plan::Write { seq, op, step, fields } => Some(write_step(&tx, *seq, op, step, now, *fields).await),
+                Plan::Answered(_) => None,
+            }
+        }))
+        .await;
+        let mut results = Vec::with_capacity(plans.len());
+        let mut wrote = false;
+        for (plan, written) in plans.into_iter().zip(writes) {
+            results.push(match (plan, written) {
+                (Plan::Answered(answer), _) => Some(answer),
+                (Plan::Write { .. }, Some(Ok(Some(written)))) => {
+                    wrote = true;
+                    Some(Ok(written.operation))
+                }
+                (Plan::Write { .. }, Some(Err(err))) => return Err(err),
+                // Changed since it was read: made again on its own.
+                (Plan::Write { .. }, Some(Ok(None)) | None) => None,
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        if wrote {
+            self.notifier.committed();
+        }
+        Ok(results)
+    }
+}
+
 /// How many times a write reads and decides again when its fence finds
 /// that the operation changed since it was read.
 const ATTEMPTS: usize = 8;
@@ -484,19 +570,38 @@ impl Store for PostgresStore {
         Err(contended(&name))
     }
 
-    /// Concurrently, on as many pooled connections: PostgreSQL's own group
-    /// commit shares the flushes.
+    /// In one transaction on one connection, its statements pipelined: one
+    /// commit for the batch. A completion whose operation changed under it
+    /// is made again on its own, as [`Store::complete`] would; if the
+    /// transaction itself fails, nothing of it was written and every
+    /// completion is made on its own.
     async fn complete_many(
         &self,
         completions: Vec<(OperationName, Completion)>,
         now: SystemTime,
     ) -> Vec<Result<Operation>> {
-        futures::future::join_all(
-            completions
-                .into_iter()
-                .map(|(name, completion)| async move { self.complete(&name, completion, now).await }),
-        )
-        .await
+        let together = match self.complete_together(&completions, now).await {
+            Ok(together) => together,
+            Err(err) => {
+                tracing::debug!(error = %err, "a batch of completions failed as one; completing each alone");
+                vec![None; completions.len()]
+            }
+        };
+        let alone = completions
+            .iter()
+            .zip(&together)
+            .filter(|(_, result)| result.is_none())
+            .map(|((name, completion), _)| self.complete(name, completion.clone(), now));
+        let mut alone = futures::future::join_all(alone).await.into_iter();
+        together
+            .into_iter()
+            .map(|result| match result {
+                Some(result) => result,
+                None => alone
+                    .next()
+                    .unwrap_or_else(|| Err(Error::internal("a completion went unanswered"))),
+            })
+            .collect()
     }
 
     #[tracing::instrument(skip_all, fields(queue = %request.queue))]
