@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +12,7 @@ use crate::context::Job;
 use crate::{Context, Error, Handler};
 use longrun_proto::Registry;
 use longrun_store::{Backoff, ClaimRequest, Clock, Completion, Store, SystemClock, Update};
-use longrun_types::{Code, Operation, Outcome, Parent, Payload};
+use longrun_types::{Code, Operation, OperationName, Outcome, Parent, Payload};
 use tracing::Instrument as _;
 
 /// How long one claim long-polls before asking again.
@@ -120,6 +120,9 @@ impl Runtime {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let stop = CancellationToken::new();
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        let (completions, pending) = mpsc::unbounded_channel();
+        // Ends when the last job has reported, with the claim loops.
+        let reporter = tokio::spawn(report_completions(self.store.clone(), self.clock.clone(), pending));
         let shared = Arc::new(Shared {
             store: self.store,
             clock: self.clock,
@@ -128,6 +131,7 @@ impl Runtime {
             worker: self.worker,
             lease: self.lease,
             retry: self.retry,
+            completions,
         });
         let mut loops = JoinSet::new();
         for (queue, handler) in self.handlers {
@@ -143,6 +147,8 @@ impl Runtime {
         tracing::info!("runtime stopping: handing back unfinished operations");
         stop.cancel();
         while loops.join_next().await.is_some() {}
+        drop(shared);
+        let _ = reporter.await;
     }
 }
 
@@ -154,6 +160,59 @@ struct Shared {
     worker: String,
     lease: Duration,
     retry: Backoff,
+    /// Finished jobs' outcomes, for [`report_completions`].
+    completions: mpsc::UnboundedSender<PendingCompletion>,
+}
+
+/// A job's outcome waiting to be written, and who waits for the answer.
+type PendingCompletion = (
+    OperationName,
+    Completion,
+    oneshot::Sender<longrun_store::Result<Operation>>,
+);
+
+/// Most completions written together.
+const COMPLETION_BATCH: usize = 64;
+
+impl Shared {
+    /// Writes a job's outcome, together with whatever other jobs finished
+    /// meanwhile.
+    async fn complete(&self, name: OperationName, completion: Completion) -> longrun_store::Result<Operation> {
+        let (answer, answered) = oneshot::channel();
+        let stopped = || longrun_store::Error::internal("the runtime's reporter has stopped");
+        self.completions
+            .send((name, completion, answer))
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes completions as jobs finish: one at a time when they come one at
+/// a time, and whatever piled up meanwhile as one batch, so that a busy
+/// runtime commits many outcomes at once and an idle one waits for none.
+async fn report_completions(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut pending: mpsc::UnboundedReceiver<PendingCompletion>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < COMPLETION_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (completions, answers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(name, completion, answer)| ((name, completion), answer))
+            .unzip();
+        let results = store.complete_many(completions, clock.now()).await;
+        for (result, answer) in results.into_iter().zip(answers) {
+            // The job may have gone; the write stands regardless.
+            let _ = answer.send(result);
+        }
+    }
 }
 
 /// Claims from one queue while the runtime runs. A concurrency slot is
@@ -189,7 +248,10 @@ async fn claim_loop(
             permit = permits.clone().acquire_owned() => match permit { Ok(permit) => permit, Err(_) => break },
             () = stop.cancelled() => break,
         };
-        // As many as there are free slots, in one claim.
+        // As many as there are free slots, in one claim. Jobs whose
+        // completions were written together finish together: let the
+        // others hand back their slots first.
+        tokio::task::yield_now().await;
         let mut permits_held = vec![first];
         while permits_held.len() < CLAIM_BATCH {
             match permits.clone().try_acquire_owned() {
@@ -318,7 +380,7 @@ async fn run_job(
         indexed,
         retry: outcome.1,
     };
-    match shared.store.complete(&job.name, completion, shared.clock.now()).await {
+    match shared.complete(job.name.clone(), completion).await {
         Ok(operation) => tracing::info!(op.name = %job.name, state = %operation.state, "finished"),
         Err(err) => tracing::warn!(op.name = %job.name, error = %err, "cannot report the outcome"),
     }
