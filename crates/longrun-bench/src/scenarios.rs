@@ -140,7 +140,8 @@ impl Bench {
         match scenario {
             Scenario::Health => self.saturate("health", "/healthz".into()).await,
             Scenario::Get => {
-                let id = format!("get-{}", std::process::id());
+                static GETS: AtomicUsize = AtomicUsize::new(0);
+                let id = format!("get-{}-{}", std::process::id(), GETS.fetch_add(1, Ordering::Relaxed));
                 self.create(&id, json!({"verb": "bench"})).await?;
                 self.saturate("get", format!("/v1/{PARENT}/operations/{id}")).await
             }
