@@ -388,6 +388,47 @@ async fn a_worker_claims_only_what_it_may_see() {
 }
 
 #[tokio::test]
+async fn batch_completions_are_authorized_per_operation() {
+    let server = server().await;
+    make(&server, "a", "mine", Some("jobs")).await;
+    let (_, claimed) = rest(
+        &server,
+        Some("worker-secret"),
+        "POST",
+        "projects/a/operations:claim",
+        Some(json!({"queue": "jobs", "worker": "w", "maxOperations": 5})),
+    )
+    .await;
+    let token = claimed["claims"][0]["leaseToken"].clone();
+    // Nothing under the parent is the viewer's to complete: the call is refused.
+    let (status, refused) = rest(
+        &server,
+        Some("viewer-secret"),
+        "POST",
+        "projects/a/operations:batchComplete",
+        Some(json!({"requests": [{"name": "projects/a/operations/mine", "leaseToken": token, "response": {}}]})),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    // The root's grants reach the parent, but the worker's reach only
+    // projects/a: an item elsewhere is refused, its own lands.
+    let (status, answer) = rest(
+        &server,
+        Some("worker-secret"),
+        "POST",
+        "operations:batchComplete",
+        Some(json!({"requests": [
+            {"name": "projects/b/operations/elsewhere", "response": {}},
+            {"name": "projects/a/operations/mine", "leaseToken": token, "response": {}},
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["results"][0]["error"]["code"], 7, "{answer}");
+    assert_eq!(answer["results"][1]["operation"]["done"], true, "{answer}");
+}
+
+#[tokio::test]
 async fn missing_and_bad_tokens_are_unauthenticated_on_both_protocols() {
     let server = server().await;
     for token in [None, Some("wrong")] {

@@ -433,6 +433,9 @@ impl Service {
         let target = request.parent.clone();
         self.observe(caller, "BatchCompleteOperations", (Action::Complete, &target), async {
             let parent = Parent::parse(&request.parent)?;
+            // A caller who may complete nothing under the parent is refused
+            // as a whole; grants that reach part of it are checked per item.
+            scope(caller, Action::Complete, &parent, true)?;
             if request.requests.is_empty() || request.requests.len() > MAX_BATCH_COMPLETE {
                 return Err(Error::invalid(
                     "INVALID_BATCH_SIZE",
