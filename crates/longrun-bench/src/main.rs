@@ -21,7 +21,7 @@ mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 
 use crate::scenarios::Outcome;
@@ -107,6 +107,9 @@ pub(crate) enum Scenario {
     /// Wait wake-up: from sending a completion to the answer of a Wait
     /// blocked on that operation, one at a time (`operations / 20`).
     WaitWakeup,
+    /// `wait-wakeup` across nodes: the Wait blocks on a second server on
+    /// the same PostgreSQL database, the completion goes to the first.
+    WaitWakeupNodes,
     /// `waiters` Waits blocked at once (one connection each), then all
     /// woken: the server's peak RSS is the figure.
     Waits,
@@ -139,6 +142,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let server = Server::start(&longrun, &args.store, &serve_args)?;
+    let other = if args.scenarios.contains(&Scenario::WaitWakeupNodes) {
+        if store_kind(&args.store) != "postgres" {
+            bail!("wait-wakeup-nodes needs --store postgres://…: nodes share a PostgreSQL database");
+        }
+        Some(Server::start(&longrun, &args.store, &serve_args)?)
+    } else {
+        None
+    };
     let durability = durability(&args.store).await;
     eprintln!(
         "longrun-bench: {} on {} ({durability}), {} cores",
@@ -160,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         workers: args.workers,
         claim_batch: args.claim_batch,
         store: args.store.clone(),
+        other_endpoint: other.as_ref().map(|other| other.endpoint.clone()),
         pollers: args.pollers,
         waiters: args.waiters,
         http2: args.http2,

@@ -117,6 +117,9 @@ pub(crate) struct Bench {
     pub claim_batch: u32,
     /// `--store`, for scenarios that open it themselves.
     pub store: String,
+    /// A second node on the same PostgreSQL database, for
+    /// `wait-wakeup-nodes`.
+    pub other_endpoint: Option<String>,
     pub pollers: usize,
     pub waiters: usize,
     pub http2: bool,
@@ -151,7 +154,14 @@ impl Bench {
             Scenario::DrainBatch => self.drain("drain-batch", self.claim_batch).await,
             Scenario::DrainInProcess => self.drain_in_process().await,
             Scenario::IdlePollers => self.idle_pollers().await,
-            Scenario::WaitWakeup => self.wait_wakeup().await,
+            Scenario::WaitWakeup => self.wait_wakeup("wakeup", &self.endpoint).await,
+            Scenario::WaitWakeupNodes => {
+                let other = self
+                    .other_endpoint
+                    .as_deref()
+                    .context("wait-wakeup-nodes needs a second node (a postgres:// store)")?;
+                self.wait_wakeup("wakeup-nodes", other).await
+            }
             Scenario::Waits => self.waits().await,
         }
     }
@@ -160,9 +170,9 @@ impl Bench {
     /// once the Wait is blocked (the waiters gauge says so). Records the
     /// time from sending the completion to the Wait's answer: the commit,
     /// the wake-up and both answers, an upper bound on commit → answer.
-    async fn wait_wakeup(&self) -> anyhow::Result<Outcome> {
+    async fn wait_wakeup(&self, scenario: &'static str, wait_at: &str) -> anyhow::Result<Outcome> {
         let rounds = (self.operations / 20).max(50);
-        let run = format!("wake-{}", std::process::id());
+        let run = format!("{scenario}-{}", std::process::id());
         let started = Instant::now();
         let mut latencies = histogram();
         for i in 0..rounds {
@@ -170,14 +180,14 @@ impl Bench {
             self.create(&id, json!({})).await?;
             let name = format!("{PARENT}/operations/{id}");
             let waiter = {
-                let (client, url) = (self.client.clone(), format!("{}/v1/{name}:wait", self.endpoint));
+                let (client, url) = (self.client.clone(), format!("{wait_at}/v1/{name}:wait"));
                 tokio::spawn(async move {
                     let response = client.post(&url).json(&json!({"timeout": "30s"})).send().await?;
                     let body: Value = response.json().await?;
                     Ok::<_, anyhow::Error>((Instant::now(), body))
                 })
             };
-            self.until_waiting(1).await?;
+            self.until_waiting_at(wait_at, 1).await?;
             // From sending the completion: an upper bound on commit → answer.
             let committed = Instant::now();
             self.post(&format!("/v1/{name}:complete"), &json!({"response": {}}))
@@ -189,16 +199,21 @@ impl Bench {
             let micros = u64::try_from(answered.saturating_duration_since(committed).as_micros()).unwrap_or(u64::MAX);
             latencies.saturating_record(micros.max(1));
         }
-        Ok(Outcome::new("wakeup", 1, &latencies, started.elapsed()))
+        Ok(Outcome::new(scenario, 1, &latencies, started.elapsed()))
     }
 
     /// Waits until the server counts at least `count` blocked calls.
     async fn until_waiting(&self, count: usize) -> anyhow::Result<()> {
+        self.until_waiting_at(&self.endpoint, count).await
+    }
+
+    /// Waits until the server at `endpoint` has `count` calls blocked.
+    async fn until_waiting_at(&self, endpoint: &str, count: usize) -> anyhow::Result<()> {
         let since = Instant::now();
         loop {
             let metrics = self
                 .client
-                .get(format!("{}/metrics", self.endpoint))
+                .get(format!("{endpoint}/metrics"))
                 .send()
                 .await?
                 .text()
