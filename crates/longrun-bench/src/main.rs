@@ -14,6 +14,7 @@
 //! noisy: compare ratios, and compare stores and peers run one after the
 //! other (`bench/compare.sh`).
 
+mod grpc;
 mod inprocess;
 mod scenarios;
 mod server;
@@ -95,6 +96,11 @@ pub(crate) enum Scenario {
     /// `drain` with claims of `claim-batch` operations at once
     /// (`maxOperations`), each batch completed in one call.
     DrainBatch,
+    /// `drain` over gRPC (`longrun.v1.Control`), one call each.
+    DrainGrpc,
+    /// `drain-batch` over gRPC: claims of `claim-batch`, one
+    /// BatchCompleteOperations per batch.
+    DrainGrpcBatch,
     /// Queue `operations`, then `workers` in-process handler slots
     /// (`longrun-runtime` in this process, on the same store) claim and
     /// complete them. CPU is this process's and the server's together;

@@ -133,7 +133,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
-fn record(histogram: &mut Histogram<u64>, since: Instant) {
+pub(crate) fn record(histogram: &mut Histogram<u64>, since: Instant) {
     let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
     histogram.saturating_record(micros);
 }
@@ -153,6 +153,8 @@ impl Bench {
             Scenario::Drain => self.drain("drain", 1).await,
             Scenario::DrainBatch => self.drain("drain-batch", self.claim_batch).await,
             Scenario::DrainInProcess => self.drain_in_process().await,
+            Scenario::DrainGrpc => self.drain_grpc("drain-grpc", 1).await,
+            Scenario::DrainGrpcBatch => self.drain_grpc("drain-grpc-batch", self.claim_batch).await,
             Scenario::IdlePollers => self.idle_pollers().await,
             Scenario::WaitWakeup => self.wait_wakeup("wakeup", &self.endpoint).await,
             Scenario::WaitWakeupNodes => {
@@ -448,6 +450,35 @@ impl Bench {
             all.add(done??)?;
         }
         Ok(Outcome::new(scenario, connections, &all, started.elapsed()))
+    }
+
+    /// Queues `operations`, then `workers` gRPC workers drain them.
+    async fn drain_grpc(&self, scenario: &'static str, batch: u32) -> anyhow::Result<Outcome> {
+        let queue = format!("{scenario}-{}", std::process::id());
+        let queued = self
+            .creates("enqueue", self.connections, self.operations, Some(&queue))
+            .await?;
+        let remaining = Arc::new(AtomicUsize::new(self.operations));
+        let started = Instant::now();
+        let mut workers = JoinSet::new();
+        for w in 0..self.workers {
+            workers.spawn(crate::grpc::worker(
+                self.endpoint.clone(),
+                PARENT,
+                queue.clone(),
+                w,
+                batch,
+                remaining.clone(),
+                histogram(),
+            ));
+        }
+        let mut all = histogram();
+        while let Some(done) = workers.join_next().await {
+            all.add(done??)?;
+        }
+        let mut outcome = Outcome::new(scenario, self.workers, &all, started.elapsed());
+        outcome.enqueue_rate = Some(queued.rate);
+        Ok(outcome)
     }
 
     /// Queues `operations` through the server, then drains them with
