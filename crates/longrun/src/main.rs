@@ -11,6 +11,11 @@ mod worker;
 
 use std::process::ExitCode;
 
+/// jemalloc: lower resident memory than glibc's allocator with thousands of
+/// mostly idle connections (BENCHMARKS.md, 10,000 Waits).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::{Cli, Command};
