@@ -639,8 +639,14 @@ impl Service {
                 self.shutdown.cancelled(),
             )
             .await?;
-            for operation in &operations {
-                tracing::info!(op.name = %operation.name, attempt = operation.attempt, "claimed");
+            // One line per claim call, naming what it took.
+            match operations.as_slice() {
+                [] => {}
+                [operation] => tracing::info!(op.name = %operation.name, attempt = operation.attempt, "claimed"),
+                several => {
+                    let names: Vec<String> = several.iter().map(|op| op.name.to_string()).collect();
+                    tracing::info!(count = several.len(), op.names = ?names, "claimed");
+                }
             }
             Ok(Claimed { operations, batch })
         })
