@@ -454,6 +454,20 @@ impl Bench {
 
     /// Queues `operations`, then `workers` gRPC workers drain them.
     async fn drain_grpc(&self, scenario: &'static str, batch: u32) -> anyhow::Result<Outcome> {
+        self.drain_with(scenario, |w, queue, remaining| {
+            crate::grpc::worker(self.endpoint.clone(), PARENT, queue, w, batch, remaining, histogram())
+        })
+        .await
+    }
+
+    /// Queues `operations` on a queue of its own, then runs `workers`
+    /// workers made by `worker` (its number, the queue, how many are left
+    /// to drain) until they are none, and measures them.
+    async fn drain_with<W, F>(&self, scenario: &'static str, worker: W) -> anyhow::Result<Outcome>
+    where
+        W: Fn(usize, String, Arc<AtomicUsize>) -> F,
+        F: std::future::Future<Output = anyhow::Result<Histogram<u64>>> + Send + 'static,
+    {
         let queue = format!("{scenario}-{}", std::process::id());
         let queued = self
             .creates("enqueue", self.connections, self.operations, Some(&queue))
@@ -462,15 +476,7 @@ impl Bench {
         let started = Instant::now();
         let mut workers = JoinSet::new();
         for w in 0..self.workers {
-            workers.spawn(crate::grpc::worker(
-                self.endpoint.clone(),
-                PARENT,
-                queue.clone(),
-                w,
-                batch,
-                remaining.clone(),
-                histogram(),
-            ));
+            workers.spawn(worker(w, queue.clone(), remaining.clone()));
         }
         let mut all = histogram();
         while let Some(done) = workers.join_next().await {
@@ -509,62 +515,54 @@ impl Bench {
     /// `batch` above 1 each claim asks for that many and the worker
     /// completes them in one `:batchComplete`.
     async fn drain(&self, scenario: &'static str, batch: u32) -> anyhow::Result<Outcome> {
-        let queue = format!("drain-{}", std::process::id());
-        let queued = self
-            .creates("enqueue", self.connections, self.operations, Some(&queue))
-            .await?;
-        let remaining = Arc::new(AtomicUsize::new(self.operations));
-        let started = Instant::now();
-        let mut workers = JoinSet::new();
-        for w in 0..self.workers {
-            let (client, endpoint, remaining, queue) = (
-                self.client.clone(),
-                self.endpoint.clone(),
-                remaining.clone(),
-                queue.clone(),
-            );
-            let mut claim = json!({"queue": queue, "worker": format!("bench-{w}"), "wait": "1s"});
-            if batch > 1 {
-                claim["maxOperations"] = batch.into();
-            }
-            workers.spawn(async move {
-                let mut latencies = histogram();
-                let claim_url = format!("{endpoint}/v1/{PARENT}/operations:claim");
-                while remaining.load(Ordering::Relaxed) > 0 {
-                    let sent = Instant::now();
-                    let mut claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
-                    let claims = if claimed.get("operation").is_some() {
-                        vec![claimed]
-                    } else if let Some(Value::Array(claims)) = claimed.get_mut("claims") {
-                        std::mem::take(claims)
-                    } else {
-                        continue;
-                    };
-                    if batch > 1 {
-                        complete_batch(&client, &endpoint, &claims).await?;
-                        for _ in &claims {
-                            record(&mut latencies, sent);
-                        }
-                        remaining.fetch_sub(claims.len(), Ordering::Relaxed);
-                        continue;
-                    }
-                    for claimed in claims {
-                        complete_trivially(&client, &endpoint, &claimed).await?;
-                        record(&mut latencies, sent);
-                        remaining.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            });
-        }
-        let mut all = histogram();
-        while let Some(done) = workers.join_next().await {
-            all.add(done??)?;
-        }
-        let mut outcome = Outcome::new(scenario, self.workers, &all, started.elapsed());
-        outcome.enqueue_rate = Some(queued.rate);
-        Ok(outcome)
+        self.drain_with(scenario, |w, queue, remaining| {
+            rest_worker(self.client.clone(), self.endpoint.clone(), queue, w, batch, remaining)
+        })
+        .await
     }
+}
+
+/// One REST worker of the drain: claims (one, or `batch` at a time) and
+/// completes with a trivial response until `remaining` reaches zero; the
+/// latency of each operation runs from its claim's sending to its
+/// completion's answer.
+async fn rest_worker(
+    client: reqwest::Client,
+    endpoint: String,
+    queue: String,
+    worker: usize,
+    batch: u32,
+    remaining: Arc<AtomicUsize>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut claim = json!({"queue": queue, "worker": format!("bench-{worker}"), "wait": "1s"});
+    if batch > 1 {
+        claim["maxOperations"] = batch.into();
+    }
+    let mut latencies = histogram();
+    let claim_url = format!("{endpoint}/v1/{PARENT}/operations:claim");
+    while remaining.load(Ordering::Relaxed) > 0 {
+        let sent = Instant::now();
+        let mut claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
+        let claims = if claimed.get("operation").is_some() {
+            vec![claimed]
+        } else if let Some(Value::Array(claims)) = claimed.get_mut("claims") {
+            std::mem::take(claims)
+        } else {
+            continue;
+        };
+        if batch > 1 {
+            complete_batch(&client, &endpoint, &claims).await?;
+        } else {
+            for claimed in &claims {
+                complete_trivially(&client, &endpoint, claimed).await?;
+            }
+        }
+        for _ in &claims {
+            record(&mut latencies, sent);
+        }
+        remaining.fetch_sub(claims.len(), Ordering::Relaxed);
+    }
+    Ok(latencies)
 }
 
 /// Completes one claimed operation with a trivial response.
