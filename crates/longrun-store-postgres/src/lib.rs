@@ -50,7 +50,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::rows::{COLUMNS, Fields, Params, listed, read, update_fenced, write_step};
+use crate::rows::{COLUMNS, Fields, Params, listed, read, read_many, update_fenced, write_step};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
 use longrun_store::{
     Cancelled, Change, ClaimRequest, Completion, Created, Error, ListQuery, Listed, NewOperation, QueueStats, Result,
@@ -302,7 +302,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let names: Vec<String> = completions.iter().map(|(name, _)| name.to_string()).collect();
-        let reads = futures::future::join_all(names.iter().map(|name| read(&tx, name))).await;
+        let reads = read_many(&tx, &names).await?;
         let mut plans = Vec::with_capacity(completions.len());
         for (((_, completion), found), name) in completions.iter().zip(reads).zip(&names) {
             let Listed { operation: op, cursor } = match found {

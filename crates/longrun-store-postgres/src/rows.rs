@@ -122,6 +122,27 @@ pub(crate) async fn read(client: &impl GenericClient, name: &str) -> Result<List
     }
 }
 
+/// Reads every one of `names` as it is now, in one statement; each is the
+/// operation or [`Error::NotFound`], in the order of `names`.
+pub(crate) async fn read_many(client: &impl GenericClient, names: &[String]) -> Result<Vec<Result<Listed>>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE name = ANY($1)"))
+        .await
+        .map_err(db)?;
+    let mut found = std::collections::HashMap::with_capacity(names.len());
+    for row in client.query(&statement, &[&names]).await.map_err(db)? {
+        let listed = listed(&row)?;
+        found.insert(listed.operation.name.to_string(), listed);
+    }
+    Ok(names
+        .iter()
+        .map(|name| match found.get(name) {
+            Some(listed) => Ok(listed.clone()),
+            None => Err(Error::NotFound(name.clone())),
+        })
+        .collect())
+}
+
 /// What a write does to an operation's custom fields (`operation_fields`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Fields<'a> {
