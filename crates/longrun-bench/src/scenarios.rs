@@ -335,19 +335,7 @@ impl Bench {
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.endpoint))
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {path}"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("POST {path}: {status} {body}");
-        }
-        Ok(body)
+        Ok(post(&self.client, &self.endpoint, path, body).await?.json().await?)
     }
 
     async fn create(&self, id: &str, mut body: Value) -> anyhow::Result<Value> {
@@ -565,25 +553,32 @@ async fn rest_worker(
     Ok(latencies)
 }
 
+/// POSTs `body` as JSON to `path` under `endpoint`; a refusal is an error
+/// that carries the server's answer.
+async fn post(client: &reqwest::Client, endpoint: &str, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+    let response = client
+        .post(format!("{endpoint}{path}"))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {path}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("POST {path}: {status} {}", response.text().await.unwrap_or_default());
+    }
+    Ok(response)
+}
+
 /// Completes one claimed operation with a trivial response.
 async fn complete_trivially(client: &reqwest::Client, endpoint: &str, claimed: &Value) -> anyhow::Result<()> {
     let name = claimed["operation"]["name"]
         .as_str()
         .context("a claim without an operation name")?;
     let done = json!({"leaseToken": claimed["leaseToken"], "response": {"ok": true}});
-    let response = client
-        .post(format!("{endpoint}/v1/{name}:complete"))
-        .json(&done)
-        .send()
+    post(client, endpoint, &format!("/v1/{name}:complete"), &done)
+        .await?
+        .bytes()
         .await?;
-    if !response.status().is_success() {
-        bail!(
-            "complete: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    response.bytes().await?;
     Ok(())
 }
 
@@ -599,19 +594,11 @@ async fn complete_batch(client: &reqwest::Client, endpoint: &str, claims: &[Valu
             })
         })
         .collect();
-    let response = client
-        .post(format!("{endpoint}/v1/{PARENT}/operations:batchComplete"))
-        .json(&json!({ "requests": requests }))
-        .send()
+    let path = format!("/v1/{PARENT}/operations:batchComplete");
+    let answer: Value = post(client, endpoint, &path, &json!({ "requests": requests }))
+        .await?
+        .json()
         .await?;
-    if !response.status().is_success() {
-        bail!(
-            "batch complete: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let answer: Value = response.json().await?;
     if let Some(failed) = answer["results"]
         .as_array()
         .into_iter()

@@ -20,10 +20,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OptionalExtension as _, params_from_iter};
+use rusqlite::{Connection, params_from_iter};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::rows::{COLUMNS, changed_meanwhile, fetch, listed_from_row, to_values, update_fenced, write_step};
+use crate::rows::{
+    COLUMNS, changed_meanwhile, fetch, listed_from_row, query_listed, to_values, update_fenced, write_step,
+};
 use longrun_store::micros::micros;
 use longrun_store::sql::{Dialect, SqlBuilder};
 use longrun_store::{
@@ -274,14 +276,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             if let Some(request_id) = &new.request_id {
                 let sql = format!("SELECT {COLUMNS} FROM operations WHERE parent = ?1 AND request_id = ?2");
-                let existing = conn
-                    .prepare_cached(&sql)
-                    .map_err(db)?
-                    .query_row([new.name.parent().as_str(), request_id], listed_from_row)
-                    .optional()
-                    .map_err(db)?;
-                if let Some(listed) = existing {
-                    let operation = listed?.operation;
+                if let Some(listed) = query_listed(conn, &sql, [new.name.parent().as_str(), request_id])? {
+                    let operation = listed.operation;
                     return Ok((
                         Created {
                             operation,

@@ -102,12 +102,19 @@ pub(crate) fn listed_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Listed>>
     }))
 }
 
+/// The row of [`COLUMNS`] that `sql` (a cached statement) answers, if any.
+pub(crate) fn query_listed(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Option<Listed>> {
+    conn.prepare_cached(sql)
+        .map_err(db)?
+        .query_row(params, listed_from_row)
+        .optional()
+        .map_err(db)?
+        .transpose()
+}
+
 pub(crate) fn find(conn: &Connection, name: &str) -> Result<Option<Operation>> {
-    let mut statement = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE name = ?1"))
-        .map_err(db)?;
-    let found = statement.query_row([name], listed_from_row).optional().map_err(db)?;
-    found.transpose().map(|listed| listed.map(|listed| listed.operation))
+    let sql = format!("SELECT {COLUMNS} FROM operations WHERE name = ?1");
+    Ok(query_listed(conn, &sql, [name])?.map(|listed| listed.operation))
 }
 
 pub(crate) fn fetch(conn: &Connection, name: &str) -> Result<Operation> {
@@ -201,13 +208,7 @@ pub(crate) fn update_fenced(
         at + 3,
         at + 4
     );
-    let written = conn
-        .prepare_cached(&sql)
-        .map_err(db)?
-        .query_row(params_from_iter(values), listed_from_row)
-        .optional()
-        .map_err(db)?;
-    written.transpose().map(|listed| listed.map(|listed| listed.operation))
+    Ok(query_listed(conn, &sql, params_from_iter(values))?.map(|listed| listed.operation))
 }
 
 /// Writes a lifecycle step, fenced; the same step for every caller (a

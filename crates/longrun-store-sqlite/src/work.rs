@@ -5,9 +5,9 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension as _, params_from_iter};
+use rusqlite::params_from_iter;
 
-use crate::rows::{COLUMNS, listed_from_row, to_values, write_step};
+use crate::rows::{COLUMNS, listed_from_row, query_listed, to_values, write_step};
 use crate::{SqliteStore, db};
 use longrun_store::micros::{from_micros, micros, micros_of};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
@@ -29,13 +29,9 @@ impl SqliteStore {
             let mut changes = Vec::new();
             while claimed.len() < request.limit.max(1) {
                 let (text, params) = claim_statement(&request);
-                let operation = conn
-                    .prepare_cached(&text)
-                    .map_err(db)?
-                    .query_row(params_from_iter(params), listed_from_row)
-                    .optional()
-                    .map_err(db)?;
-                let Some(operation) = operation.transpose()?.map(|listed| listed.operation) else {
+                let Some(operation) =
+                    query_listed(conn, &text, params_from_iter(params))?.map(|listed| listed.operation)
+                else {
                     break;
                 };
                 changes.push(Change {

@@ -447,7 +447,6 @@ impl Service {
             let mut results: Vec<Option<Result<Operation, Error>>> = Vec::with_capacity(request.requests.len());
             let mut valid = Vec::new();
             for item in request.requests {
-                let name = item.name.clone();
                 let checked = self.completion(caller, item).and_then(|(name, completion)| {
                     if parent.covers(name.parent()) {
                         Ok((name, completion))
@@ -467,10 +466,8 @@ impl Service {
                         valid.push(completion);
                         results.push(None);
                     }
-                    Err(err) => {
-                        tracing::debug!(op.name = %name, error = %err, "batch completion refused");
-                        results.push(Some(Err(err)));
-                    }
+                    // Logged with the store's answers below.
+                    Err(err) => results.push(Some(Err(err))),
                 }
             }
             let mut stored = self.store.complete_many(valid, self.clock.now()).await.into_iter();
