@@ -29,11 +29,14 @@ use bytes::Bytes;
 use http_body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use crate::preface::{Protocol, sniff};
 
 /// What one server allows, with defaults safe for a machine shared with
 /// other programs.
@@ -289,26 +292,55 @@ async fn serve_connection<S>(
             }
         })
     };
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(60)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
+    // The protocol first. A connection that sends nothing is idle, as a
+    // keep-alive connection between requests is: clients open connections
+    // ahead of use, so it is left to the idle reaper (and to eviction when
+    // the server is full), not to the header timeout.
+    let sniffed = tokio::select! {
+        sniffed = sniff(stream) => sniffed,
+        () = conn.close.cancelled() => return,
+    };
+    let (protocol, stream) = match sniffed {
+        Ok(sniffed) => sniffed,
+        Err(err) => return tracing::debug!(error = %err, "connection failed before its first request"),
+    };
+    let io = TokioIo::new(stream);
+    match protocol {
+        Protocol::Http1 => {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(io, service);
+            tokio::pin!(connection);
+            drive(connection, &conn.close).await;
+        }
+        Protocol::Http2 => {
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Some(Duration::from_secs(60)))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .serve_connection(io, service);
+            // Boxed: HTTP/1.1 connections, the many, need not carry room
+            // for an HTTP/2 connection's larger state.
+            drive(Box::pin(connection).as_mut(), &conn.close).await;
+        }
+    }
+}
+
+/// Runs a connection until it ends or `close` fires; then lets it finish
+/// its requests in flight.
+async fn drive<C>(mut connection: Pin<&mut C>, close: &CancellationToken)
+where
+    C: GracefulConnection<Error = hyper::Error>,
+{
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         }
-        () = conn.close.cancelled() => {
+        () = close.cancelled() => {
             // Requests in flight get a little while to finish; a client
             // that does not read its response does not hold the
             // connection (or a shutdown) beyond that.

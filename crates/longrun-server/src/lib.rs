@@ -29,6 +29,7 @@ mod error;
 mod grpc;
 mod metrics;
 mod page_token;
+mod preface;
 mod rest;
 
 use std::future::Future;

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Caller, Error, RequestId, Service, claim_response};
 use longrun_proto::google::longrunning::{ListOperationsRequest, WaitOperationRequest};
@@ -265,6 +266,7 @@ async fn dispatch(
     let connection = extensions
         .get::<crate::connections::ConnectionClose>()
         .map(|close| close.0.clone());
+    drop(extensions);
     let principal = service
         .access()
         .authenticate(headers.get(header::AUTHORIZATION).map(|value| value.as_bytes()));
@@ -278,39 +280,74 @@ async fn dispatch(
         principal,
         deadline: None,
     };
-    let result = async {
-        check_raw_path(&uri)?;
-        let body = body.map_err(|err| match err.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Error::new(
-                Code::ResourceExhausted,
-                "REQUEST_TOO_LARGE",
-                format!("the request body is over the limit of {MAX_BODY} bytes"),
-            ),
-            _ if caused_by::<crate::connections::BodyTimeout>(&err) => Error::new(
-                Code::DeadlineExceeded,
-                "BODY_TIMEOUT",
-                "the request body did not arrive in time",
-            ),
-            _ => Error::invalid(
-                "INVALID_BODY",
-                format!("cannot read the request body: {}", err.body_text()),
-            ),
-        })?;
-        let Path(path) = path.map_err(|err| Error::invalid("INVALID_PATH", err.body_text()))?;
-        let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
-        let enums = system_parameters(&query)?;
-        let call = Call::parse(&path);
-        if method == Method::GET && call.collection && call.verb == Some("watch") {
-            return watch::open(&service, &caller, call.parent(), &query, &headers, connection, enums).await;
-        }
-        let body = route(&service, &caller, &method, &call, &query, &body, enums).await?;
-        Ok((StatusCode::OK, axum::Json(body)).into_response())
-    }
+    let result = handle(
+        &service,
+        &caller,
+        &method,
+        uri,
+        headers,
+        connection,
+        (path, query, body),
+    )
     .await;
     match result {
         Ok(response) => response,
         Err(err) => error_response(&service, &request_id, &err),
     }
+}
+
+/// The extractors' results, checked in [`handle`].
+type Extracted = (
+    Result<Path<String>, PathRejection>,
+    Result<Query<HashMap<String, String>>, QueryRejection>,
+    Result<Bytes, BytesRejection>,
+);
+
+/// Checks the request and routes it. Takes the URI, headers and body by
+/// value: they are slices of the connection's read buffer, and a call can
+/// block for minutes (Wait, a claim's long-poll), so they are dropped (the
+/// body copied) before routing, letting hyper free that buffer while the
+/// call waits (BENCHMARKS.md, 10,000 Waits).
+async fn handle(
+    service: &Shared,
+    caller: &Caller,
+    method: &Method,
+    uri: Uri,
+    headers: HeaderMap,
+    connection: Option<CancellationToken>,
+    (path, query, body): Extracted,
+) -> Result<Response, Error> {
+    check_raw_path(&uri)?;
+    drop(uri);
+    let body = body.map_err(|err| match err.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::new(
+            Code::ResourceExhausted,
+            "REQUEST_TOO_LARGE",
+            format!("the request body is over the limit of {MAX_BODY} bytes"),
+        ),
+        _ if caused_by::<crate::connections::BodyTimeout>(&err) => Error::new(
+            Code::DeadlineExceeded,
+            "BODY_TIMEOUT",
+            "the request body did not arrive in time",
+        ),
+        _ => Error::invalid(
+            "INVALID_BODY",
+            format!("cannot read the request body: {}", err.body_text()),
+        ),
+    })?;
+    let Path(path) = path.map_err(|err| Error::invalid("INVALID_PATH", err.body_text()))?;
+    let Query(query) = query.map_err(|err| Error::invalid("INVALID_QUERY", err.body_text()))?;
+    let enums = system_parameters(&query)?;
+    let call = Call::parse(&path);
+    if method == Method::GET && call.collection && call.verb == Some("watch") {
+        return watch::open(service, caller, call.parent(), &query, &headers, connection, enums).await;
+    }
+    drop(headers);
+    let owned = Bytes::copy_from_slice(&body);
+    drop(body);
+    let body = owned;
+    let body = route(service, caller, method, &call, &query, &body, enums).await?;
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 /// Google's system parameters: `alt` (or `$alt`) and `$.xgafv`. Only JSON
@@ -339,6 +376,9 @@ fn system_parameters(query: &HashMap<String, String>) -> Result<Enums, Error> {
     Ok(enums)
 }
 
+/// Calls the service. Each call's future is boxed: a blocked Wait or claim
+/// then holds its own state, not room for the largest of them all (10,000
+/// Waits: BENCHMARKS.md).
 async fn route(
     service: &Service,
     caller: &Caller,
@@ -379,7 +419,7 @@ async fn route(
                     })?,
                 },
             };
-            let page = service.list(caller, request).await?;
+            let page = Box::pin(service.list(caller, request)).await?;
             // Each operation renders on its own: one whose payload type is
             // no longer registered is named in `unreachable` (and logged)
             // rather than failing the page.
@@ -406,14 +446,14 @@ async fn route(
             }
             Ok(Value::Object(response))
         }
-        ("GET", None, false) => render(&service.get(caller, call.target).await?),
+        ("GET", None, false) => render(&Box::pin(service.get(caller, call.target)).await?),
         ("DELETE", None, false) => {
-            service.delete(caller, call.target).await?;
+            Box::pin(service.delete(caller, call.target)).await?;
             Ok(json!({}))
         }
         ("POST", Some("cancel"), false) => {
             json_body(body)?;
-            service.cancel(caller, call.target).await?;
+            Box::pin(service.cancel(caller, call.target)).await?;
             Ok(json!({}))
         }
         ("POST", Some("wait"), false) => {
@@ -423,21 +463,21 @@ async fn route(
             }
             let request: WaitOperationRequest =
                 decode(service, "google.longrunning.WaitOperationRequest", json, call.target)?;
-            render(&service.wait(caller, call.target, request.timeout).await?)
+            render(&Box::pin(service.wait(caller, call.target, request.timeout)).await?)
         }
         ("POST", None, true) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["input", "metadata"]);
             set_resource(&mut json, "parent", call.parent())?;
             let request: CreateOperationRequest = registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
-            render(&service.create(caller, request).await?)
+            render(&Box::pin(service.create(caller, request)).await?)
         }
         ("POST", Some("update"), false) => {
             let mut json = json_body(body)?;
             type_fields(&mut json, &["metadata"]);
             let request: UpdateOperationRequest =
                 decode(service, "longrun.v1.UpdateOperationRequest", json, call.target)?;
-            let response = service.update(caller, request).await?;
+            let response = Box::pin(service.update(caller, request)).await?;
             let mut json = registry
                 .to_json_with("longrun.v1.UpdateOperationResponse", &response, enums)
                 .map_err(|err| Error::internal(err.to_string()))?;
@@ -452,7 +492,7 @@ async fn route(
             type_completion(&mut json);
             let request: CompleteOperationRequest =
                 decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
-            render(&service.complete(caller, request).await?)
+            render(&Box::pin(service.complete(caller, request)).await?)
         }
         ("POST", Some("batchComplete"), true) => {
             let mut json = json_body(body)?;
@@ -462,7 +502,7 @@ async fn route(
             set_resource(&mut json, "parent", call.parent())?;
             let request: BatchCompleteOperationsRequest =
                 registry.from_json("longrun.v1.BatchCompleteOperationsRequest", &json)?;
-            let response = service.batch_complete(caller, request).await?;
+            let response = Box::pin(service.batch_complete(caller, request)).await?;
             registry
                 .to_json_with("longrun.v1.BatchCompleteOperationsResponse", &response, enums)
                 .map_err(|err| Error::internal(format!("cannot serve completed operations: {err}")))
@@ -471,13 +511,13 @@ async fn route(
             let json = json_body(body)?;
             let request: ReleaseOperationRequest =
                 decode(service, "longrun.v1.ReleaseOperationRequest", json, call.target)?;
-            render(&service.release(caller, request).await?)
+            render(&Box::pin(service.release(caller, request)).await?)
         }
         ("POST", Some("claim"), true) => {
             let mut json = json_body(body)?;
             set_resource(&mut json, "parent", call.parent())?;
             let request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &json)?;
-            let response = claim_response(service.claim(caller, request).await?);
+            let response = claim_response(Box::pin(service.claim(caller, request)).await?);
             registry
                 .to_json_with("longrun.v1.ClaimOperationResponse", &response, enums)
                 .map_err(|err| Error::internal(format!("cannot serve a claimed operation: {err}")))
