@@ -345,11 +345,19 @@ fn entry(row: &tokio_postgres::Row) -> Result<Entry> {
     })
 }
 
+/// The rows above `high` and the gaps below it. Two index reads joined,
+/// not `id > $1 OR id = ANY($2)`: for that the planner's generic plan walks
+/// the whole log from its start and filters each row, a cost that grew with
+/// the log's window (54 ms per read at 120,000 rows; BENCHMARKS.md).
 async fn fetch(pool: &Pool, cursor: &Cursor) -> Result<Vec<Entry>> {
     let client = client(pool).await?;
     let statement = client
         .prepare_cached(
-            "SELECT id, name, done, deleted, queued FROM changes WHERE id > $1 OR id = ANY($2) ORDER BY id LIMIT $3",
+            "SELECT id, name, done, deleted, queued FROM ( \
+                 (SELECT id, name, done, deleted, queued FROM changes WHERE id > $1 ORDER BY id LIMIT $3) \
+                 UNION ALL \
+                 SELECT id, name, done, deleted, queued FROM changes WHERE id = ANY($2) AND id <= $1 \
+             ) AS found ORDER BY id LIMIT $3",
         )
         .await
         .map_err(db)?;
