@@ -50,7 +50,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::rows::{COLUMNS, Fields, Params, listed, read, read_many, update_fenced, write_step};
+use crate::rows::{COLUMNS, Fields, Params, end_many, listed, read, read_many, update_fenced, write_step};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
 use longrun_store::{
     Cancelled, Change, ClaimRequest, Completion, Created, Error, ListQuery, Listed, NewOperation, QueueStats, Result,
@@ -338,13 +338,56 @@ impl PostgresStore {
                 fields,
             });
         }
-        let writes = futures::future::join_all(plans.iter().map(|plan| async {
-            match plan {
-                Plan::Write { seq, op, step, fields } => Some(write_step(&tx, *seq, op, step, now, *fields).await),
-                Plan::Answered(_) => None,
+        // Plain ends (the common completion) go in one statement; the rest
+        // (a cancel's end, a retry's requeue, custom response fields) one
+        // statement each, pipelined.
+        let plain = |plan: &Plan<'_>| match plan {
+            Plan::Write { step, fields, .. } => {
+                matches!(step, lifecycle::Step::End { cancels: false, .. })
+                    && match fields {
+                        Fields::Keep => true,
+                        Fields::Add(_, indexed) => indexed.is_empty(),
+                        Fields::Replace(..) => false,
+                    }
             }
-        }))
-        .await;
+            Plan::Answered(_) => false,
+        };
+        let ends: Vec<(i64, &Operation, &lifecycle::Step)> = plans
+            .iter()
+            .filter(|plan| plain(plan))
+            .filter_map(|plan| match plan {
+                Plan::Write { seq, op, step, .. } => Some((*seq, op, step)),
+                Plan::Answered(_) => None,
+            })
+            .collect();
+        let ended = async {
+            if ends.is_empty() {
+                Ok(Vec::new())
+            } else {
+                end_many(&tx, &ends, now).await
+            }
+        };
+        let others = futures::future::join_all(plans.iter().map(|plan| async {
+            match plan {
+                Plan::Write { seq, op, step, fields } if !plain(plan) => {
+                    Some(write_step(&tx, *seq, op, step, now, *fields).await)
+                }
+                _ => None,
+            }
+        }));
+        let (ended, others) = futures::join!(ended, others);
+        let mut ended = ended?.into_iter();
+        let writes: Vec<Option<Result<Option<Listed>>>> = plans
+            .iter()
+            .zip(others)
+            .map(|(plan, other)| {
+                if plain(plan) {
+                    Some(Ok(ended.next().flatten()))
+                } else {
+                    other
+                }
+            })
+            .collect();
         let mut results = Vec::with_capacity(plans.len());
         let mut wrote = false;
         for (plan, written) in plans.into_iter().zip(writes) {

@@ -1,6 +1,7 @@
 //! Operations as PostgreSQL rows: reading them, inserting them, writing a
 //! decided change fenced by what was read, and logging changes to the feed.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::GenericClient;
@@ -372,6 +373,121 @@ pub(crate) async fn write_step(
             update_fenced(client, seq, op, &sets, values, &change, fields).await
         }
     }
+}
+
+/// Ends several operations in one statement, each fenced on its own: what
+/// [`write_step`] does for a `Step::End` that neither cancels nor writes
+/// custom fields, with one statement's overhead (opening the table's
+/// indexes, its checks) for the batch instead of one per row. `ends` are
+/// (seq, operation as read, step); returns each row as written, in order,
+/// or `None` where the fence held it back. Other steps are not for here.
+pub(crate) async fn end_many(
+    client: &impl GenericClient,
+    ends: &[(i64, &Operation, &Step)],
+    now: SystemTime,
+) -> Result<Vec<Option<Listed>>> {
+    let mut seqs = Vec::with_capacity(ends.len());
+    let mut states = Vec::with_capacity(ends.len());
+    let mut response_types: Vec<Option<&str>> = Vec::with_capacity(ends.len());
+    let mut responses: Vec<Option<&[u8]>> = Vec::with_capacity(ends.len());
+    let mut error_codes = Vec::with_capacity(ends.len());
+    let mut errors = Vec::with_capacity(ends.len());
+    let mut error_messages: Vec<Option<&str>> = Vec::with_capacity(ends.len());
+    let mut end_times = Vec::with_capacity(ends.len());
+    let mut finished_by: Vec<Option<&str>> = Vec::with_capacity(ends.len());
+    let mut progress = Vec::with_capacity(ends.len());
+    let mut fences = Vec::with_capacity(ends.len());
+    for (seq, op, step) in ends {
+        let Step::End {
+            state,
+            outcome,
+            end_time,
+            finished_by: by,
+            cancels: false,
+        } = step
+        else {
+            return Err(Error::internal(format!("end_many was given {step:?}")));
+        };
+        seqs.push(*seq);
+        states.push(state.as_i32());
+        match outcome {
+            Outcome::Response(payload) => {
+                response_types.push(Some(&payload.type_url));
+                responses.push(Some(&payload.value));
+                error_codes.push(None);
+                errors.push(None);
+                error_messages.push(None);
+            }
+            Outcome::Error(status) => {
+                response_types.push(None);
+                responses.push(None);
+                error_codes.push(Some(status.code));
+                errors.push(Some(longrun_proto::encode_status(status)));
+                error_messages.push(Some(&status.message));
+            }
+        }
+        end_times.push(*end_time);
+        finished_by.push(by.as_deref());
+        progress.push(lifecycle::final_progress(*state));
+        fences.push(Fence::of(op));
+    }
+    let fence_states: Vec<i32> = fences.iter().map(|fence| fence.state.as_i32()).collect();
+    let fence_attempts: Vec<i32> = fences.iter().map(|fence| fence.attempt).collect();
+    let fence_tokens: Vec<Option<&str>> = fences.iter().map(|fence| fence.lease_token.as_deref()).collect();
+    let fence_cancels: Vec<bool> = fences.iter().map(|fence| fence.cancel_requested).collect();
+    // The input's columns are named apart from the table's, so RETURNING
+    // reads the table's unqualified.
+    let sql = format!(
+        "WITH ends AS ( \
+             SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::bytea[], $5::int4[], $6::bytea[], \
+                 $7::text[], $8::timestamptz[], $9::text[], $10::int4[], $11::int4[], $12::int4[], $13::text[], \
+                 $14::bool[]) \
+             AS e(end_seq, new_state, new_response_type, new_response, new_error_code, new_error, \
+                 new_error_message, new_end_time, new_lease_token, new_progress, fence_state, fence_attempt, \
+                 fence_token, fence_cancel)), \
+         written AS ( \
+             UPDATE operations SET state = new_state, done = true, response_type = new_response_type, \
+                 response = new_response, error_code = new_error_code, error = new_error, \
+                 error_message = new_error_message, end_time = new_end_time, update_time = $15, \
+                 lease_token = new_lease_token, lease_expire_time = NULL, \
+                 progress_percent = coalesce(new_progress, progress_percent) \
+             FROM ends \
+             WHERE seq = end_seq AND state = fence_state AND attempt = fence_attempt \
+                 AND lease_token IS NOT DISTINCT FROM fence_token AND cancel_requested = fence_cancel \
+             RETURNING {COLUMNS}), \
+         logged AS (INSERT INTO changes (name, done, deleted) SELECT name, true, false FROM written ORDER BY seq) \
+         SELECT {COLUMNS} FROM written"
+    );
+    let statement = client.prepare_cached(&sql).await.map_err(db)?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &seqs,
+                &states,
+                &response_types,
+                &responses,
+                &error_codes,
+                &errors,
+                &error_messages,
+                &end_times,
+                &finished_by,
+                &progress,
+                &fence_states,
+                &fence_attempts,
+                &fence_tokens,
+                &fence_cancels,
+                &now,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let mut written: HashMap<i64, Listed> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let listed = listed(row)?;
+        written.insert(listed.cursor.seq, listed);
+    }
+    Ok(seqs.iter().map(|seq| written.remove(seq)).collect())
 }
 
 /// Appends `changes` to the feed, for writes that log several at once

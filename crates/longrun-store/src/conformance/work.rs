@@ -73,12 +73,12 @@ pub(super) async fn a_claim_takes_several_each_with_its_own_lease(store: &dyn St
 
 /// Completions of a batch land or fail each on its own, answered in order.
 pub(super) async fn completions_in_a_batch_land_each_on_its_own(store: &dyn Store) {
-    for id in ["m1", "m2"] {
+    for id in ["m1", "m2", "m3", "m4"] {
         store.create(queued("many", id, "q")).await.unwrap();
     }
     let claimed = store
         .claim(crate::ClaimRequest {
-            limit: 2,
+            limit: 4,
             ..claim_request("many", "q", t0())
         })
         .await
@@ -99,15 +99,36 @@ pub(super) async fn completions_in_a_batch_land_each_on_its_own(store: &dyn Stor
                 with(&claimed[0], token(&claimed[0])),
                 with(&claimed[1], Some("stale".into())),
                 (name("many", "absent"), success()),
+                (
+                    claimed[2].name.clone(),
+                    Completion {
+                        lease_token: token(&claimed[2]),
+                        outcome: Outcome::Error(Status::new(Code::DataLoss, "lost")),
+                        ..success()
+                    },
+                ),
+                with(&claimed[3], token(&claimed[3])),
             ],
             t0(),
         )
         .await;
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 5);
     assert!(results[0].as_ref().unwrap().done());
     assert!(matches!(results[1], Err(Error::Aborted { .. })), "{:?}", results[1]);
     assert!(matches!(results[2], Err(Error::NotFound(_))), "{:?}", results[2]);
     assert_eq!(store.get(&claimed[1].name).await.unwrap().state, State::Running);
+    // Each stored with its own outcome, as a Get reads it back.
+    let failed = store.get(&claimed[2].name).await.unwrap();
+    assert_eq!(failed.state, State::Failed);
+    match &failed.outcome {
+        Some(Outcome::Error(status)) => assert_eq!((status.code(), status.message.as_str()), (Code::DataLoss, "lost")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(results[3].as_ref().unwrap().state, State::Failed);
+    let succeeded = store.get(&claimed[3].name).await.unwrap();
+    assert_eq!(succeeded.state, State::Succeeded);
+    assert_eq!(succeeded.outcome, Some(Outcome::Response(struct_payload())));
+    assert_eq!(succeeded.end_time, Some(t0()));
     // Announced like any completion (after the claims, which a feed read
     // after its commit may still be announcing).
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
