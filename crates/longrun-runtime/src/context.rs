@@ -58,6 +58,38 @@ impl Job {
     }
 }
 
+impl Job {
+    /// Reads the operation after a change to it and acts as [`Job::report`]
+    /// would on the answer, without writing: most changes a job sees are
+    /// its own claim's, and a write (a commit) per operation for those
+    /// would double a fast handler's cost.
+    pub async fn check(&self) {
+        let operation = match self.store.get(&self.name).await {
+            Ok(operation) => operation,
+            Err(longrun_store::Error::NotFound(_)) => return self.lose("the operation was deleted"),
+            // An outage: the next heartbeat finds out more.
+            Err(err) => return tracing::debug!(op.name = %self.name, error = %err, "cannot read the operation"),
+        };
+        let leased = operation
+            .lease
+            .as_ref()
+            .is_some_and(|lease| lease.token == self.lease_token);
+        if operation.done() || !leased {
+            return self.lose("the operation ended or its lease passed to another worker");
+        }
+        if operation.cancel_requested && !self.cancel_requested.swap(true, Ordering::SeqCst) {
+            tracing::info!(op.name = %self.name, "cancellation requested");
+            self.stop.cancel();
+        }
+    }
+
+    fn lose(&self, why: &str) {
+        tracing::warn!(op.name = %self.name, why, "lost the operation; stopping its handler");
+        self.lost.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+}
+
 /// The handler's view of its operation, typed by the metadata it publishes.
 #[derive(Debug)]
 pub struct Context<M> {

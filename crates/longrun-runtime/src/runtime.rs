@@ -386,25 +386,33 @@ async fn run_job(
     }
 }
 
-/// Keeps the lease alive until the handler returns: every `every`, and at
-/// once when the operation changes (so a cancel arrives without delay).
+/// Keeps the lease alive until the handler returns (a heartbeat every
+/// `every`), and reads the operation at once when it changes, so a cancel
+/// arrives without delay.
 async fn heartbeat(job: Arc<Job>, every: Duration, finished: CancellationToken) {
     let mut changes = job.store.changes();
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
     ticks.tick().await;
     let key = job.name.to_string();
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
+        let changed = tokio::select! {
+            _ = ticks.tick() => false,
             change = changes.recv() => match change {
-                Ok(change) if change.name == key => {}
+                Ok(change) if change.name == key => true,
                 Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             () = finished.cancelled() => return,
-        }
-        if let Err(Error::Lost(_)) = job.report(Update::default()).await {
+        };
+        if changed {
+            // Most often the claim's own change: a read tells whether it
+            // was a cancel (or the operation was lost) without a write.
+            job.check().await;
+            if job.lost.load(Ordering::SeqCst) {
+                return;
+            }
+        } else if let Err(Error::Lost(_)) = job.report(Update::default()).await {
             return;
         }
     }
