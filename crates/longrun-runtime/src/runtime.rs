@@ -132,6 +132,7 @@ impl Runtime {
             lease: self.lease,
             retry: self.retry,
             completions,
+            reporting: Arc::new(Semaphore::new(self.concurrency)),
         });
         let mut loops = JoinSet::new();
         for (queue, handler) in self.handlers {
@@ -162,6 +163,11 @@ struct Shared {
     retry: Backoff,
     /// Finished jobs' outcomes, for [`report_completions`].
     completions: mpsc::UnboundedSender<PendingCompletion>,
+    /// Finished jobs whose outcomes are being written: as many as there
+    /// are slots. A job hands its slot on when its handler returns, so the
+    /// next claim overlaps the write of the last outcomes; this bounds
+    /// how many outcomes wait to be written.
+    reporting: Arc<Semaphore>,
 }
 
 /// A job's outcome waiting to be written, and who waits for the answer.
@@ -330,7 +336,7 @@ async fn run_job(
     handler: Arc<dyn Erased>,
     operation: Operation,
     shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let Some(lease) = operation.lease.clone() else { return };
     let job = Arc::new(Job {
@@ -380,6 +386,12 @@ async fn run_job(
         indexed,
         retry: outcome.1,
     };
+    // The handler is done with its slot: hand it on while the outcome is
+    // written (see `Shared::reporting`).
+    let Ok(_reporting) = shared.reporting.clone().acquire_owned().await else {
+        return;
+    };
+    drop(permit);
     match shared.complete(job.name.clone(), completion).await {
         Ok(operation) => tracing::info!(op.name = %job.name, state = %operation.state, "finished"),
         Err(err) => tracing::warn!(op.name = %job.name, error = %err, "cannot report the outcome"),
