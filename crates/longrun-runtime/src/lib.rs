@@ -30,9 +30,12 @@
 //!
 //! What the runtime does for each handler:
 //! - claims from its queue (long-poll, woken by the creating write), at most
-//!   [`Runtime::concurrency`] operations at a time across all queues;
-//! - heartbeats every third of the lease, and at once when the operation
-//!   changes, so cancellation reaches [`Context::cancelled`] promptly;
+//!   [`Runtime::concurrency`] handlers running at a time across all queues
+//!   (a finished handler's slot is handed on while its outcome is written,
+//!   with at most as many outcomes waiting to be written);
+//! - heartbeats every third of the lease, and reads the operation at once
+//!   when it changes, so cancellation reaches [`Context::cancelled`]
+//!   promptly;
 //! - completes with the handler's output, or its error: [`Error::retryable`]
 //!   re-queues with backoff while attempts remain, [`Error::fatal`] ends it;
 //! - stops the handler (through the same token) when the operation is
