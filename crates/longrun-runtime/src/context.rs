@@ -8,7 +8,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::Error;
 use longrun_store::{Clock, Store, Update};
-use longrun_types::{Code, OperationName, Payload};
+use longrun_types::{Code, Operation, OperationName, Payload};
 
 /// One claimed operation, shared by its handler and its heartbeat task.
 #[derive(Debug)]
@@ -34,59 +34,62 @@ impl Job {
         update.lease_token = Some(self.lease_token.clone());
         match self.store.update(&self.name, update, self.clock.now()).await {
             Ok(operation) => {
-                if operation.cancel_requested && !self.cancel_requested.swap(true, Ordering::SeqCst) {
-                    tracing::info!(op.name = %self.name, "cancellation requested");
-                    self.stop.cancel();
-                }
+                self.notice_cancel(&operation);
                 Ok(())
             }
             Err(
                 err @ (longrun_store::Error::NotFound(_)
                 | longrun_store::Error::Aborted { .. }
                 | longrun_store::Error::FailedPrecondition { .. }),
-            ) => {
-                tracing::warn!(op.name = %self.name, error = %err, "lost the operation; stopping its handler");
-                self.lost.store(true, Ordering::SeqCst);
-                self.stop.cancel();
-                Err(Error::Lost(err.to_string()))
-            }
+            ) => Err(self.lose(err.to_string())),
             Err(err) => Err(Error::retryable(
                 Code::Unavailable,
                 format!("cannot report progress: {err}"),
             )),
         }
     }
-}
 
-impl Job {
     /// Reads the operation after a change to it and acts as [`Job::report`]
     /// would on the answer, without writing: most changes a job sees are
     /// its own claim's, and a write (a commit) per operation for those
     /// would double a fast handler's cost.
-    pub async fn check(&self) {
-        let operation = match self.store.get(&self.name).await {
-            Ok(operation) => operation,
-            Err(longrun_store::Error::NotFound(_)) => return self.lose("the operation was deleted"),
+    pub async fn check(&self) -> Result<(), Error> {
+        match self.store.get(&self.name).await {
+            Ok(operation) => {
+                let leased = operation
+                    .lease
+                    .as_ref()
+                    .is_some_and(|lease| lease.token == self.lease_token);
+                if operation.done() || !leased {
+                    return Err(self.lose("the operation ended or its lease passed to another worker".into()));
+                }
+                self.notice_cancel(&operation);
+                Ok(())
+            }
+            Err(err @ longrun_store::Error::NotFound(_)) => Err(self.lose(err.to_string())),
             // An outage: the next heartbeat finds out more.
-            Err(err) => return tracing::debug!(op.name = %self.name, error = %err, "cannot read the operation"),
-        };
-        let leased = operation
-            .lease
-            .as_ref()
-            .is_some_and(|lease| lease.token == self.lease_token);
-        if operation.done() || !leased {
-            return self.lose("the operation ended or its lease passed to another worker");
+            Err(err) => Err(Error::retryable(
+                Code::Unavailable,
+                format!("cannot read the operation: {err}"),
+            )),
         }
+    }
+
+    /// Stops the handler when `operation` asks for cancellation (once).
+    fn notice_cancel(&self, operation: &Operation) {
         if operation.cancel_requested && !self.cancel_requested.swap(true, Ordering::SeqCst) {
             tracing::info!(op.name = %self.name, "cancellation requested");
             self.stop.cancel();
         }
     }
 
-    fn lose(&self, why: &str) {
-        tracing::warn!(op.name = %self.name, why, "lost the operation; stopping its handler");
+    /// Marks the operation lost (nothing more is reported) and stops the
+    /// handler.
+    fn lose(&self, why: String) -> Error {
+        tracing::warn!(op.name = %self.name, error = %why, "lost the operation; stopping its handler");
         self.lost.store(true, Ordering::SeqCst);
         self.stop.cancel();
+        Error::Lost(why)
     }
 }
 

@@ -417,14 +417,14 @@ async fn heartbeat(job: Arc<Job>, every: Duration, finished: CancellationToken) 
             },
             () = finished.cancelled() => return,
         };
-        if changed {
-            // Most often the claim's own change: a read tells whether it
-            // was a cancel (or the operation was lost) without a write.
-            job.check().await;
-            if job.lost.load(Ordering::SeqCst) {
-                return;
-            }
-        } else if let Err(Error::Lost(_)) = job.report(Update::default()).await {
+        // A change is most often the claim's own: a read tells whether it
+        // was a cancel (or the operation was lost) without a write.
+        let checked = if changed {
+            job.check().await
+        } else {
+            job.report(Update::default()).await
+        };
+        if let Err(Error::Lost(_)) = checked {
             return;
         }
     }

@@ -354,10 +354,9 @@ impl PostgresStore {
         };
         let ends: Vec<(i64, &Operation, &lifecycle::Step)> = plans
             .iter()
-            .filter(|plan| plain(plan))
             .filter_map(|plan| match plan {
-                Plan::Write { seq, op, step, .. } => Some((*seq, op, step)),
-                Plan::Answered(_) => None,
+                Plan::Write { seq, op, step, .. } if plain(plan) => Some((*seq, op, step)),
+                _ => None,
             })
             .collect();
         let ended = async {

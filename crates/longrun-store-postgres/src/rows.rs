@@ -396,7 +396,10 @@ pub(crate) async fn end_many(
     let mut end_times = Vec::with_capacity(ends.len());
     let mut finished_by: Vec<Option<&str>> = Vec::with_capacity(ends.len());
     let mut progress = Vec::with_capacity(ends.len());
-    let mut fences = Vec::with_capacity(ends.len());
+    let mut fence_states = Vec::with_capacity(ends.len());
+    let mut fence_attempts = Vec::with_capacity(ends.len());
+    let mut fence_tokens = Vec::with_capacity(ends.len());
+    let mut fence_cancels = Vec::with_capacity(ends.len());
     for (seq, op, step) in ends {
         let Step::End {
             state,
@@ -429,12 +432,12 @@ pub(crate) async fn end_many(
         end_times.push(*end_time);
         finished_by.push(by.as_deref());
         progress.push(lifecycle::final_progress(*state));
-        fences.push(Fence::of(op));
+        let fence = Fence::of(op);
+        fence_states.push(fence.state.as_i32());
+        fence_attempts.push(fence.attempt);
+        fence_tokens.push(fence.lease_token);
+        fence_cancels.push(fence.cancel_requested);
     }
-    let fence_states: Vec<i32> = fences.iter().map(|fence| fence.state.as_i32()).collect();
-    let fence_attempts: Vec<i32> = fences.iter().map(|fence| fence.attempt).collect();
-    let fence_tokens: Vec<Option<&str>> = fences.iter().map(|fence| fence.lease_token.as_deref()).collect();
-    let fence_cancels: Vec<bool> = fences.iter().map(|fence| fence.cancel_requested).collect();
     // The input's columns are named apart from the table's, so RETURNING
     // reads the table's unqualified.
     let sql = format!(

@@ -11,14 +11,14 @@ mod worker;
 
 use std::process::ExitCode;
 
-/// jemalloc: lower resident memory than glibc's allocator with thousands of
-/// mostly idle connections (BENCHMARKS.md, 10,000 Waits).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use clap::{CommandFactory as _, FromArgMatches as _};
 
 use crate::cli::{Cli, Command};
+
+/// jemalloc: a quarter less server CPU per Get than glibc's allocator
+/// (decision 50; BENCHMARKS.md, Get ÷ healthz).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Usage or server error (SPEC §6).
 const EXIT_ERROR: u8 = 2;

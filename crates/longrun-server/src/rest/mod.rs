@@ -343,9 +343,13 @@ async fn handle(
         return watch::open(service, caller, call.parent(), &query, &headers, connection, enums).await;
     }
     drop(headers);
-    let owned = Bytes::copy_from_slice(&body);
-    drop(body);
-    let body = owned;
+    // A copy of the bytes, and the slice let go. (`Vec::from` would keep
+    // the whole read buffer when the slice is its last owner.)
+    let body = {
+        let copy = body.to_vec();
+        drop(body);
+        copy
+    };
     let body = route(service, caller, method, &call, &query, &body, enums).await?;
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
@@ -385,7 +389,7 @@ async fn route(
     method: &Method,
     call: &Call<'_>,
     query: &HashMap<String, String>,
-    body: &Bytes,
+    body: &[u8],
     enums: Enums,
 ) -> Result<Value, Error> {
     let registry = service.registry();
@@ -549,7 +553,7 @@ fn param(query: &HashMap<String, String>, json_name: &str, proto_name: &str) -> 
 }
 
 /// The request body as JSON; an empty body is `{}`.
-fn json_body(body: &Bytes) -> Result<Value, Error> {
+fn json_body(body: &[u8]) -> Result<Value, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
