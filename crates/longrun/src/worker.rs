@@ -42,7 +42,7 @@ const STDOUT_LIMIT: usize = 1 << 20;
 const STDERR_TAIL: usize = 4096;
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    crate::serve::init_logging(LogFormat::Text);
+    let _log = crate::serve::init_logging(LogFormat::Text);
     let client = Client::new(&args.endpoint, args.token.clone())?;
     let name = args.name.clone().unwrap_or_else(default_name);
     let (stop_tx, stop) = watch::channel(false);
