@@ -34,7 +34,7 @@ pub enum Error {
 
 /// How JSON writes enum values: by name (proto3 JSON's default) or by
 /// number, as Google's `$alt=json;enum-encoding=int` asks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Enums {
     #[default]
     Names,

@@ -5,6 +5,7 @@
 
 mod documents;
 pub(crate) mod guard;
+mod rendered;
 mod watch;
 
 use std::collections::HashMap;
@@ -14,12 +15,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::rest::rendered::Rendered;
 use crate::{Caller, Error, RequestId, Service, claim_response};
 use longrun_proto::google::longrunning::{ListOperationsRequest, WaitOperationRequest};
 use longrun_proto::google::rpc::{ErrorInfo, RequestInfo};
@@ -40,6 +42,7 @@ pub(crate) fn router(service: Shared) -> Router {
         .route("/$discovery/rest", get(documents::discovery))
         .route("/openapi.json", get(documents::openapi))
         .route("/v1/{*path}", any(dispatch))
+        .layer(Extension(Arc::new(Rendered::new())))
         .merge(crate::console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .fallback(unknown_path)
@@ -251,6 +254,7 @@ impl<'a> Call<'a> {
 async fn dispatch(
     State(service): State<Shared>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(rendered): Extension<Arc<Rendered>>,
     request: axum::http::request::Parts,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -281,7 +285,7 @@ async fn dispatch(
         deadline: None,
     };
     let result = handle(
-        &service,
+        (&service, &rendered),
         &caller,
         &method,
         uri,
@@ -309,7 +313,7 @@ type Extracted = (
 /// body copied) before routing, letting hyper free that buffer while the
 /// call waits (BENCHMARKS.md, 10,000 Waits).
 async fn handle(
-    service: &Shared,
+    (service, rendered): (&Shared, &Rendered),
     caller: &Caller,
     method: &Method,
     uri: Uri,
@@ -350,8 +354,24 @@ async fn handle(
         drop(body);
         copy
     };
-    let body = route(service, caller, method, &call, &query, &body, enums).await?;
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    Ok(
+        match route((service, rendered), caller, method, &call, &query, &body, enums).await? {
+            Reply::Json(json) => (StatusCode::OK, axum::Json(json)).into_response(),
+            Reply::Rendered(json) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                json,
+            )
+                .into_response(),
+        },
+    )
+}
+
+/// What a call answers: JSON made for it, or an operation's JSON as
+/// [`Rendered`] keeps it.
+enum Reply {
+    Json(Value),
+    Rendered(Bytes),
 }
 
 /// Google's system parameters: `alt` (or `$alt`) and `$.xgafv`. Only JSON
@@ -384,21 +404,24 @@ fn system_parameters(query: &HashMap<String, String>) -> Result<Enums, Error> {
 /// then holds its own state, not room for the largest of them all (10,000
 /// Waits: BENCHMARKS.md).
 async fn route(
-    service: &Service,
+    (service, rendered): (&Service, &Rendered),
     caller: &Caller,
     method: &Method,
     call: &Call<'_>,
     query: &HashMap<String, String>,
     body: &[u8],
     enums: Enums,
-) -> Result<Value, Error> {
+) -> Result<Reply, Error> {
     let registry = service.registry();
     let view = view_param(query)?;
     let render = |operation: &Operation| match view {
         View::Operation => operation_json(service, operation, enums),
         View::Longrun => view_json(service, operation, enums),
     };
-    match (method.as_str(), call.verb, call.collection) {
+    // Get and Wait read one operation, often again and again in the same
+    // state (a caller polling it, the Waits on it): rendered once per state.
+    let render_read = |operation: &Operation| rendered.json(operation, view, enums, render).map(Reply::Rendered);
+    let answer = match (method.as_str(), call.verb, call.collection) {
         ("GET", None, true) => {
             let request = ListOperationsRequest {
                 name: call.parent().to_owned(),
@@ -450,7 +473,7 @@ async fn route(
             }
             Ok(Value::Object(response))
         }
-        ("GET", None, false) => render(&Box::pin(service.get(caller, call.target)).await?),
+        ("GET", None, false) => return render_read(&Box::pin(service.get(caller, call.target)).await?),
         ("DELETE", None, false) => {
             Box::pin(service.delete(caller, call.target)).await?;
             Ok(json!({}))
@@ -467,7 +490,7 @@ async fn route(
             }
             let request: WaitOperationRequest =
                 decode(service, "google.longrunning.WaitOperationRequest", json, call.target)?;
-            render(&Box::pin(service.wait(caller, call.target, request.timeout)).await?)
+            return render_read(&Box::pin(service.wait(caller, call.target, request.timeout)).await?);
         }
         ("POST", None, true) => {
             let mut json = json_body(body)?;
@@ -535,7 +558,8 @@ async fn route(
                 call.verb.map(|verb| format!(":{verb}")).unwrap_or_default()
             ),
         )),
-    }
+    };
+    answer.map(Reply::Json)
 }
 
 /// Gives a completion's untyped JSON payloads (its response, its error's
@@ -611,7 +635,7 @@ fn decode<M: prost::Message + Default>(
 /// (what Google's clients expect), or with `?view=longrun` a
 /// `longrun.v1.OperationView`, which adds the standard state, progress, verb
 /// and times however the producer typed its metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum View {
     Operation,
     Longrun,
