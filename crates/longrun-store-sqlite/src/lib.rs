@@ -3,9 +3,12 @@
 //! Durability: WAL with `synchronous = FULL`, so a commit returns only after
 //! the WAL is fsync'd. All writes go through one writer thread that drains
 //! whatever requests are waiting and commits them as one transaction (group
-//! commit): concurrent writers share one fsync, and each request runs in its
-//! own savepoint so one failure does not undo the others. Reads use a small
-//! pool of separate connections, which WAL lets run beside the writer.
+//! commit): concurrent writers share one fsync. A request refused (not
+//! found, already exists, a lifecycle refusal) is refused before it writes
+//! anything, so the others commit without it; a request that fails after
+//! writing (a database fault) fails the whole batch, which is rolled back.
+//! Reads use a small pool of separate connections, which WAL lets run
+//! beside the writer.
 
 mod feed;
 mod fields;
@@ -44,7 +47,25 @@ const MAX_IDLE_READERS: usize = 8;
 /// Runs after the batch's commit with its result, to answer the caller.
 type Finish = Box<dyn FnOnce(Result<()>) + Send>;
 /// A write, run on the writer thread inside the batch's transaction.
-type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+type Job = Box<dyn FnOnce(&Connection, Undo) -> Ran + Send>;
+
+/// How a job's writes can be undone if it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// Only with the whole batch: the job runs in the batch's transaction
+    /// as it is.
+    WithBatch,
+    /// On its own: no batch transaction is open, so the job runs in a
+    /// savepoint that commits or undoes it alone.
+    Alone,
+}
+
+/// A job that ran: how to answer it, and the fault that undoes the whole
+/// batch when it failed after writing.
+struct Ran {
+    finish: Finish,
+    fault: Option<Error>,
+}
 
 /// A store in one SQLite file. Cheap to clone.
 #[derive(Clone)]
@@ -115,12 +136,21 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let changes = self.changes.clone();
         let position = self.position.clone();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, |conn| {
+        let job: Job = Box::new(move |conn, undo| {
+            let run = |conn: &Connection| {
                 let (value, announced) = work(conn)?;
                 Ok((value, feed::log(conn, announced)?))
-            });
-            Box::new(move |committed: Result<()>| {
+            };
+            let written_before = conn.total_changes();
+            let result = match undo {
+                Undo::WithBatch => run(conn),
+                Undo::Alone => in_savepoint(conn, run),
+            };
+            let fault = match &result {
+                Err(err) if undo == Undo::WithBatch && conn.total_changes() != written_before => Some(err.clone()),
+                _ => None,
+            };
+            let finish: Finish = Box::new(move |committed: Result<()>| {
                 let result = committed.and(result).map(|(value, announced)| {
                     for change in announced {
                         // Batches commit and finish in order, so positions
@@ -133,7 +163,8 @@ impl SqliteStore {
                 });
                 // The caller may have gone away; the write stands regardless.
                 let _ = reply.send(result);
-            })
+            });
+            Ran { finish, fault }
         });
         let stopped = || Error::internal("the SQLite writer thread has stopped");
         self.writer.send(job).map_err(|_| stopped())?;
@@ -181,21 +212,27 @@ fn run_writer(conn: &Connection, jobs: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // Without an open transaction each job's savepoint commits on its
-        // own: slower, but still correct.
+        // Without an open transaction each job runs in a savepoint that
+        // commits on its own: slower, but still correct.
         let in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let finishers: Vec<Finish> = batch.into_iter().map(|job| job(conn)).collect();
-        let committed = if in_transaction {
-            conn.execute_batch("COMMIT").map_err(|err| {
+        let undo = if in_transaction { Undo::WithBatch } else { Undo::Alone };
+        let ran: Vec<Ran> = batch.into_iter().map(|job| job(conn, undo)).collect();
+        let fault = ran.iter().find_map(|ran| ran.fault.clone());
+        let committed = match fault {
+            _ if !in_transaction => Ok(()),
+            Some(fault) => {
+                tracing::error!(error = %fault, "a write failed after writing; rolling back its batch");
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(fault)
+            }
+            None => conn.execute_batch("COMMIT").map_err(|err| {
                 tracing::error!(error = %err, "SQLite commit failed; rolling back the batch");
                 let _ = conn.execute_batch("ROLLBACK");
                 db(err)
-            })
-        } else {
-            Ok(())
+            }),
         };
-        for finish in finishers {
-            finish(committed.clone());
+        for ran in ran {
+            (ran.finish)(committed.clone());
         }
     }
 }
@@ -227,8 +264,9 @@ fn complete_in(
     Ok((written, Some(change)))
 }
 
-/// Runs one job of a batch so that its failure undoes only its own writes.
-/// The two statements are prepared once: every write runs them.
+/// Runs `work` so that its failure undoes its own writes and nothing else:
+/// a job when no batch transaction is open. The two statements are
+/// prepared once.
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut statement| statement.execute([]));
     run("SAVEPOINT job").map_err(db)?;
@@ -447,8 +485,11 @@ impl Store for SqliteStore {
         self.write(move |conn| complete_in(conn, &name, completion, now)).await
     }
 
-    /// One write job for the batch, each completion in a savepoint of its
-    /// own inside it: committed together, refused one by one.
+    /// One write job for the batch: committed together, refused one by one.
+    /// A completion is refused (or found changed meanwhile) before it writes
+    /// anything, so a refusal needs nothing undone and the others go on. A
+    /// completion that fails after it wrote (a database fault) fails the
+    /// job, and with it the batch.
     #[tracing::instrument(skip_all, fields(completions = completions.len()))]
     async fn complete_many(
         &self,
@@ -462,12 +503,14 @@ impl Store for SqliteStore {
                 let mut changes = Vec::new();
                 for (name, completion) in completions {
                     let name = name.to_string();
-                    match in_savepoint(conn, |conn| complete_in(conn, &name, completion, now)) {
+                    let written_before = conn.total_changes();
+                    match complete_in(conn, &name, completion, now) {
                         Ok((operation, change)) => {
                             changes.extend(change);
                             results.push(Ok(operation));
                         }
-                        Err(err) => results.push(Err(err)),
+                        Err(err) if conn.total_changes() == written_before => results.push(Err(err)),
+                        Err(err) => return Err(err),
                     }
                 }
                 Ok((results, changes))

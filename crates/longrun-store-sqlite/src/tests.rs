@@ -100,6 +100,95 @@ async fn concurrent_writers_share_commits() {
     assert_eq!(store.list(&query).await.unwrap().len(), 200);
 }
 
+/// Holds the writer thread until the returned sender fires (or drops), so
+/// the writes sent meanwhile are committed as one batch.
+fn hold_the_writer(store: &SqliteStore) -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let store = store.clone();
+    tokio::spawn(async move {
+        store
+            .write(move |_| {
+                let _ = held.recv();
+                Ok(((), None))
+            })
+            .await
+    });
+    release
+}
+
+/// A write refused before it writes (here: a name that exists) fails
+/// alone; the others in its batch commit.
+#[tokio::test]
+async fn a_refused_write_leaves_its_batch_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("longrun.db")).unwrap();
+    let taken = OperationName::parse("operations/taken").unwrap();
+    store
+        .create(NewOperation::new(taken.clone(), SystemTime::now()))
+        .await
+        .unwrap();
+    let release = hold_the_writer(&store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = tokio::spawn({
+        let store = store.clone();
+        async move { store.create(NewOperation::new(taken, SystemTime::now())).await }
+    });
+    let fresh = OperationName::parse("operations/fresh").unwrap();
+    let other = tokio::spawn({
+        let (store, fresh) = (store.clone(), fresh.clone());
+        async move { store.create(NewOperation::new(fresh, SystemTime::now())).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(release);
+    assert!(matches!(again.await.unwrap(), Err(Error::AlreadyExists(_))));
+    other.await.unwrap().unwrap();
+    assert_eq!(store.get(&fresh).await.unwrap().state, State::Running);
+}
+
+/// A write that fails after writing (a database fault) fails its whole
+/// batch, and nothing of the batch is stored.
+#[tokio::test]
+async fn a_write_failing_after_writing_undoes_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("longrun.db")).unwrap();
+    let release = hold_the_writer(&store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let half = OperationName::parse("operations/half").unwrap();
+    let faulty = tokio::spawn({
+        let (store, half) = (store.clone(), half.clone());
+        async move {
+            store
+                .write(move |conn| {
+                    rows::insert(conn, &NewOperation::new(half, SystemTime::now()))?;
+                    Err::<((), Option<Change>), _>(Error::internal("disk I/O error"))
+                })
+                .await
+        }
+    });
+    let bystander = OperationName::parse("operations/bystander").unwrap();
+    let other = tokio::spawn({
+        let (store, bystander) = (store.clone(), bystander.clone());
+        async move { store.create(NewOperation::new(bystander, SystemTime::now())).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(release);
+    assert!(faulty.await.unwrap().is_err());
+    assert!(other.await.unwrap().is_err(), "the batch failed with it");
+    for name in [half, bystander] {
+        assert!(
+            matches!(store.get(&name).await, Err(Error::NotFound(_))),
+            "{name} was stored"
+        );
+    }
+    // The writer goes on: the next batch commits.
+    let after = OperationName::parse("operations/after").unwrap();
+    store
+        .create(NewOperation::new(after.clone(), SystemTime::now()))
+        .await
+        .unwrap();
+    store.get(&after).await.unwrap();
+}
+
 /// Operations stored before custom fields were indexed (schema v3) are
 /// listed by `unindexed` until the server reindexes them, and then filter.
 #[tokio::test]
