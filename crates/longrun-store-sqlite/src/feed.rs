@@ -17,8 +17,11 @@ const PRUNED_THROUGH: &str = "changes_pruned_through";
 
 /// Logs `changes` and returns them with their positions.
 pub(crate) fn log(conn: &Connection, changes: impl IntoIterator<Item = Change>) -> Result<Vec<Change>> {
+    // One row: `OR FAIL` needs no statement journal (see `rows`).
     let mut insert = conn
-        .prepare_cached("INSERT INTO changes (name, done, deleted, queued) VALUES (?1, ?2, ?3, ?4) RETURNING id")
+        .prepare_cached(
+            "INSERT OR FAIL INTO changes (name, done, deleted, queued) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        )
         .map_err(db)?;
     changes
         .into_iter()

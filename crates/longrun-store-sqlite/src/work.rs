@@ -179,8 +179,9 @@ pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::
     if let Some(prefixes) = &request.within {
         sql.within(prefixes);
     }
+    // One row: `OR FAIL` needs no statement journal (see `rows`).
     let text = format!(
-        "UPDATE operations SET state = {running}, lease_token = {token}, lease_worker = {worker}, \
+        "UPDATE OR FAIL operations SET state = {running}, lease_token = {token}, lease_worker = {worker}, \
              lease_duration = {duration}, lease_expire_time = {now_param} + {duration}, update_time = {now_param} \
          WHERE seq = (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT 1) AND state = {queued} \
          RETURNING {COLUMNS}",
