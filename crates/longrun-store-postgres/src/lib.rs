@@ -425,9 +425,13 @@ fn refused(name: &str) -> impl Fn(lifecycle::Refusal) -> Error + '_ {
     move |refusal| Error::refused(name, &refusal)
 }
 
+// The writes' spans (the operation's name) are at debug level: at the
+// default level they cost nothing, and the request's span, with its id, is
+// on every line a call logs anyway. Made at info level, creating them was
+// 1.8 % of all samples in a profile of durable creates.
 #[async_trait]
 impl Store for PostgresStore {
-    #[tracing::instrument(skip_all, fields(op.name = %new.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %new.name))]
     async fn create(&self, new: NewOperation) -> Result<Created> {
         let client = self.client().await?;
         if let Some(inserted) = rows::insert(&client, &new).await? {
@@ -465,7 +469,7 @@ impl Store for PostgresStore {
         rows.iter().map(listed).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Cancelled> {
         let name = name.to_string();
         let client = self.client().await?;
@@ -511,7 +515,7 @@ impl Store for PostgresStore {
         Err(contended(&name))
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn delete(&self, name: &OperationName) -> Result<()> {
         let name = name.to_string();
         let client = self.client().await?;
@@ -536,7 +540,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         let client = self.client().await?;
@@ -590,7 +594,7 @@ impl Store for PostgresStore {
         Err(contended(&name))
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         let client = self.client().await?;
@@ -646,12 +650,12 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %request.queue))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.queue))]
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.claim_next(request).await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn release(&self, name: &OperationName, lease_token: &str, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         let client = self.client().await?;
@@ -693,7 +697,7 @@ impl Store for PostgresStore {
         self.pending_fields(limit).await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn reindex(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()> {
         self.reindex_fields(name, indexed).await
     }

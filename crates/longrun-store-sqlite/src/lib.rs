@@ -307,9 +307,13 @@ fn list_statement(query: &ListQuery) -> (String, Vec<Sql>) {
     (text, to_values(sql.params()))
 }
 
+// The writes' spans (the operation's name) are at debug level: at the
+// default level they cost nothing, and the request's span, with its id, is
+// on every line a call logs anyway. Made at info level, creating them was
+// 1.8 % of all samples in a profile of durable creates.
 #[async_trait]
 impl Store for SqliteStore {
-    #[tracing::instrument(skip_all, fields(op.name = %new.name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %new.name))]
     async fn create(&self, new: NewOperation) -> Result<Created> {
         self.write(move |conn| {
             if let Some(request_id) = &new.request_id {
@@ -366,7 +370,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn cancel(&self, name: &OperationName, now: SystemTime) -> Result<Cancelled> {
         let name = name.to_string();
         self.write(move |conn| {
@@ -406,7 +410,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn delete(&self, name: &OperationName) -> Result<()> {
         let name = name.to_string();
         self.write(move |conn| {
@@ -432,7 +436,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn update(&self, name: &OperationName, update: Update, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| {
@@ -479,7 +483,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
         let name = name.to_string();
         self.write(move |conn| complete_in(conn, &name, completion, now)).await
@@ -490,7 +494,7 @@ impl Store for SqliteStore {
     /// anything, so a refusal needs nothing undone and the others go on. A
     /// completion that fails after it wrote (a database fault) fails the
     /// job, and with it the batch.
-    #[tracing::instrument(skip_all, fields(completions = completions.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(completions = completions.len()))]
     async fn complete_many(
         &self,
         completions: Vec<(OperationName, Completion)>,
@@ -520,12 +524,12 @@ impl Store for SqliteStore {
         written.unwrap_or_else(|err| (0..count).map(|_| Err(err.clone())).collect())
     }
 
-    #[tracing::instrument(skip_all, fields(queue = %request.queue))]
+    #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.queue))]
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.claim_next(request).await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn release(&self, name: &OperationName, lease_token: &str, now: SystemTime) -> Result<Operation> {
         let (name, token) = (name.to_string(), lease_token.to_owned());
         self.write(move |conn| {
@@ -569,7 +573,7 @@ impl Store for SqliteStore {
         self.pending_fields(limit).await
     }
 
-    #[tracing::instrument(skip_all, fields(op.name = %name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn reindex(&self, name: &OperationName, indexed: Vec<Indexed>) -> Result<()> {
         self.reindex_fields(name, indexed).await
     }
