@@ -367,8 +367,8 @@ async fn handle(
     )
 }
 
-/// What a call answers: JSON made for it, or an operation's JSON as
-/// [`Rendered`] keeps it.
+/// What a call answers: JSON made for it, or one operation written
+/// straight to JSON text (kept by [`Rendered`] for Get and Wait).
 enum Reply {
     Json(Value),
     Rendered(Bytes),
@@ -414,13 +414,20 @@ async fn route(
 ) -> Result<Reply, Error> {
     let registry = service.registry();
     let view = view_param(query)?;
+    // An operation as part of a larger answer (a List page)...
     let render = |operation: &Operation| match view {
         View::Operation => operation_json(service, operation, enums),
         View::Longrun => view_json(service, operation, enums),
     };
+    // ...and as the whole answer, written straight to JSON text.
+    let render_text = |operation: &Operation| match view {
+        View::Operation => operation_text(service, operation, enums),
+        View::Longrun => view_text(service, operation, enums),
+    };
+    let answer_with = |operation: &Operation| render_text(operation).map(Reply::Rendered);
     // Get and Wait read one operation, often again and again in the same
     // state (a caller polling it, the Waits on it): rendered once per state.
-    let render_read = |operation: &Operation| rendered.json(operation, view, enums, render).map(Reply::Rendered);
+    let render_read = |operation: &Operation| rendered.json(operation, view, enums, render_text).map(Reply::Rendered);
     let answer = match (method.as_str(), call.verb, call.collection) {
         ("GET", None, true) => {
             let request = ListOperationsRequest {
@@ -497,7 +504,7 @@ async fn route(
             type_fields(&mut json, &["input", "metadata"]);
             set_resource(&mut json, "parent", call.parent())?;
             let request: CreateOperationRequest = registry.from_json("longrun.v1.CreateOperationRequest", &json)?;
-            render(&Box::pin(service.create(caller, request)).await?)
+            return answer_with(&Box::pin(service.create(caller, request)).await?);
         }
         ("POST", Some("update"), false) => {
             let mut json = json_body(body)?;
@@ -519,7 +526,7 @@ async fn route(
             type_completion(&mut json);
             let request: CompleteOperationRequest =
                 decode(service, "longrun.v1.CompleteOperationRequest", json, call.target)?;
-            render(&Box::pin(service.complete(caller, request)).await?)
+            return answer_with(&Box::pin(service.complete(caller, request)).await?);
         }
         ("POST", Some("batchComplete"), true) => {
             let mut json = json_body(body)?;
@@ -538,7 +545,7 @@ async fn route(
             let json = json_body(body)?;
             let request: ReleaseOperationRequest =
                 decode(service, "longrun.v1.ReleaseOperationRequest", json, call.target)?;
-            render(&Box::pin(service.release(caller, request)).await?)
+            return answer_with(&Box::pin(service.release(caller, request)).await?);
         }
         ("POST", Some("claim"), true) => {
             let mut json = json_body(body)?;
@@ -667,6 +674,26 @@ fn operation_json(service: &Service, operation: &Operation, enums: Enums) -> Res
     service
         .registry()
         .to_json_with("google.longrunning.Operation", &to_wire(operation), enums)
+        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
+}
+
+fn view_text(service: &Service, operation: &Operation, enums: Enums) -> Result<Bytes, Error> {
+    service
+        .registry()
+        .to_json_bytes_with(
+            "longrun.v1.OperationView",
+            &longrun_proto::operation_view(operation),
+            enums,
+        )
+        .map(Bytes::from)
+        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
+}
+
+fn operation_text(service: &Service, operation: &Operation, enums: Enums) -> Result<Bytes, Error> {
+    service
+        .registry()
+        .to_json_bytes_with("google.longrunning.Operation", &to_wire(operation), enums)
+        .map(Bytes::from)
         .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
 }
 

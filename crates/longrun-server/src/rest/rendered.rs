@@ -17,7 +17,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use serde_json::Value;
 
 use crate::Error;
 use longrun_proto::Enums;
@@ -77,7 +76,7 @@ impl Rendered {
         operation: &Operation,
         view: View,
         enums: Enums,
-        render: impl FnOnce(&Operation) -> Result<Value, Error>,
+        render: impl FnOnce(&Operation) -> Result<Bytes, Error>,
     ) -> Result<Bytes, Error> {
         let key = Key {
             name: operation.name.to_string(),
@@ -89,10 +88,7 @@ impl Rendered {
         {
             return Ok(entry.json.clone());
         }
-        let json = Bytes::from(
-            serde_json::to_vec(&render(operation)?)
-                .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))?,
-        );
+        let json = render(operation)?;
         let entry = Entry {
             operation: operation.clone(),
             json: json.clone(),
@@ -147,7 +143,9 @@ mod tests {
         let renders = Cell::new(0);
         let render = |op: &Operation| {
             renders.set(renders.get() + 1);
-            Ok(json!({ "name": op.name.to_string(), "progress": op.progress_percent }))
+            Ok(Bytes::from(
+                json!({ "name": op.name.to_string(), "progress": op.progress_percent }).to_string(),
+            ))
         };
         let first = rendered
             .json(&operation(10), View::Operation, Enums::Names, render)
@@ -184,7 +182,7 @@ mod tests {
         assert!(failed.is_err());
         let json = rendered
             .json(&operation(1), View::Operation, Enums::Names, |_| {
-                Ok(json!({"ok": true}))
+                Ok(Bytes::from_static(br#"{"ok":true}"#))
             })
             .unwrap();
         assert_eq!(&json[..], br#"{"ok":true}"#);
