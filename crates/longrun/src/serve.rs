@@ -1,5 +1,6 @@
 //! `longrun serve`.
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,7 +243,11 @@ pub fn init_logging(format: LogFormat) -> WorkerGuard {
         .buffered_lines_limit(LOG_LINES_QUEUED)
         .thread_name("longrun-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // Colours only for a person at a terminal, not in a file or a journal.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         // The request's span once, as `span`: the list of enclosing spans
         // would repeat it on every line.
