@@ -124,22 +124,7 @@ impl Registry {
     }
 
     fn bytes_to_json(&self, full_name: &str, bytes: &[u8], enums: Enums) -> Result<Value, Error> {
-        let descriptor = self.descriptor(full_name)?;
-        let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(|err| Error::Binary {
-            type_name: full_name.to_owned(),
-            reason: err.to_string(),
-        })?;
-        let options = SerializeOptions::new()
-            .skip_default_fields(true)
-            .use_enum_numbers(enums == Enums::Numbers);
-        let mut json = dynamic
-            .serialize_with_options(serde_json::value::Serializer, &options)
-            .map_err(|err| {
-                self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
-                    message: full_name.to_owned(),
-                    reason: err.to_string(),
-                })
-            })?;
+        let mut json = self.serialize(full_name, bytes, enums, serde_json::value::Serializer)?;
         whole_numbers_as_integers(&mut json);
         Ok(json)
     }
@@ -152,26 +137,35 @@ impl Registry {
         message: &M,
         enums: Enums,
     ) -> Result<Vec<u8>, Error> {
+        let mut json = Vec::with_capacity(512);
+        let serializer = &mut serde_json::Serializer::with_formatter(&mut json, WholeNumbersAsIntegers);
+        self.serialize(full_name, &message.encode_to_vec(), enums, serializer)?;
+        Ok(json)
+    }
+
+    /// Decodes `bytes` as the message `full_name` and writes its proto3 JSON
+    /// (default fields left out, enums as `enums` asks) to `serializer`.
+    fn serialize<S: serde::Serializer>(
+        &self,
+        full_name: &str,
+        bytes: &[u8],
+        enums: Enums,
+        serializer: S,
+    ) -> Result<S::Ok, Error> {
         let descriptor = self.descriptor(full_name)?;
-        let dynamic =
-            DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).map_err(|err| Error::Binary {
-                type_name: full_name.to_owned(),
-                reason: err.to_string(),
-            })?;
+        let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(|err| Error::Binary {
+            type_name: full_name.to_owned(),
+            reason: err.to_string(),
+        })?;
         let options = SerializeOptions::new()
             .skip_default_fields(true)
             .use_enum_numbers(enums == Enums::Numbers);
-        let mut json = Vec::with_capacity(512);
-        let mut serializer = serde_json::Serializer::with_formatter(&mut json, WholeNumbersAsIntegers);
-        dynamic
-            .serialize_with_options(&mut serializer, &options)
-            .map_err(|err| {
-                self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
-                    message: full_name.to_owned(),
-                    reason: err.to_string(),
-                })
-            })?;
-        Ok(json)
+        dynamic.serialize_with_options(serializer, &options).map_err(|err| {
+            self.unknown_type_in(&err.to_string()).unwrap_or_else(|| Error::Json {
+                message: full_name.to_owned(),
+                reason: err.to_string(),
+            })
+        })
     }
 
     /// Parses the proto3 JSON form of a message; unknown fields and unknown

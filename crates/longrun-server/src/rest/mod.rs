@@ -29,7 +29,7 @@ use longrun_proto::longrun::v1::{
     BatchCompleteOperationsRequest, ClaimOperationRequest, CompleteOperationRequest, CreateOperationRequest,
     ReleaseOperationRequest, UpdateOperationRequest,
 };
-use longrun_proto::{Enums, TYPE_URL_PREFIX, to_wire, type_untyped};
+use longrun_proto::{Enums, TYPE_URL_PREFIX, operation_view, to_wire, type_untyped};
 use longrun_types::{Code, Operation};
 
 type Shared = Arc<Service>;
@@ -415,15 +415,9 @@ async fn route(
     let registry = service.registry();
     let view = view_param(query)?;
     // An operation as part of a larger answer (a List page)...
-    let render = |operation: &Operation| match view {
-        View::Operation => operation_json(service, operation, enums),
-        View::Longrun => view_json(service, operation, enums),
-    };
+    let render = |operation: &Operation| operation_json(service, operation, view, enums);
     // ...and as the whole answer, written straight to JSON text.
-    let render_text = |operation: &Operation| match view {
-        View::Operation => operation_text(service, operation, enums),
-        View::Longrun => view_text(service, operation, enums),
-    };
+    let render_text = |operation: &Operation| operation_text(service, operation, view, enums);
     let answer_with = |operation: &Operation| render_text(operation).map(Reply::Rendered);
     // Get and Wait read one operation, often again and again in the same
     // state (a caller polling it, the Waits on it): rendered once per state.
@@ -659,42 +653,32 @@ fn view_param(query: &HashMap<String, String>) -> Result<View, Error> {
     }
 }
 
-fn view_json(service: &Service, operation: &Operation, enums: Enums) -> Result<Value, Error> {
-    service
-        .registry()
-        .to_json_with(
-            "longrun.v1.OperationView",
-            &longrun_proto::operation_view(operation),
-            enums,
-        )
-        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
+/// `operation` in `view` as JSON, to be part of a larger answer.
+fn operation_json(service: &Service, operation: &Operation, view: View, enums: Enums) -> Result<Value, Error> {
+    let registry = service.registry();
+    match view {
+        View::Operation => registry.to_json_with(OPERATION, &to_wire(operation), enums),
+        View::Longrun => registry.to_json_with(OPERATION_VIEW, &operation_view(operation), enums),
+    }
+    .map_err(|err| cannot_serve(operation, &err))
 }
 
-fn operation_json(service: &Service, operation: &Operation, enums: Enums) -> Result<Value, Error> {
-    service
-        .registry()
-        .to_json_with("google.longrunning.Operation", &to_wire(operation), enums)
-        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
+/// `operation` in `view` as JSON text, to be the whole answer.
+fn operation_text(service: &Service, operation: &Operation, view: View, enums: Enums) -> Result<Bytes, Error> {
+    let registry = service.registry();
+    match view {
+        View::Operation => registry.to_json_bytes_with(OPERATION, &to_wire(operation), enums),
+        View::Longrun => registry.to_json_bytes_with(OPERATION_VIEW, &operation_view(operation), enums),
+    }
+    .map(Bytes::from)
+    .map_err(|err| cannot_serve(operation, &err))
 }
 
-fn view_text(service: &Service, operation: &Operation, enums: Enums) -> Result<Bytes, Error> {
-    service
-        .registry()
-        .to_json_bytes_with(
-            "longrun.v1.OperationView",
-            &longrun_proto::operation_view(operation),
-            enums,
-        )
-        .map(Bytes::from)
-        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
-}
+const OPERATION: &str = "google.longrunning.Operation";
+const OPERATION_VIEW: &str = "longrun.v1.OperationView";
 
-fn operation_text(service: &Service, operation: &Operation, enums: Enums) -> Result<Bytes, Error> {
-    service
-        .registry()
-        .to_json_bytes_with("google.longrunning.Operation", &to_wire(operation), enums)
-        .map(Bytes::from)
-        .map_err(|err| Error::internal(format!("cannot serve operation {}: {err}", operation.name)))
+fn cannot_serve(operation: &Operation, err: &longrun_proto::Error) -> Error {
+    Error::internal(format!("cannot serve operation {}: {err}", operation.name))
 }
 
 #[cfg(test)]
