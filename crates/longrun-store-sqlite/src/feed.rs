@@ -81,12 +81,20 @@ pub(crate) fn after(conn: &Connection, position: u64, announced: u64, limit: usi
     Ok(Some(changes))
 }
 
-/// Deletes rows older than the retention window at `now`, at most `batch`.
+/// Deletes rows older than the retention window at `now`, at most `batch`:
+/// the oldest ones up to the first still inside the window, looking at no
+/// more than the `batch` ids from the oldest. (`time` has no index; `WHERE
+/// time < ?1 ORDER BY id` walked the whole window on every sweep, on the
+/// writer thread: 36 ms at a million rows.)
 pub(crate) fn prune(conn: &Connection, now: SystemTime, batch: usize) -> Result<()> {
     let cutoff = micros(now.checked_sub(CHANGE_RETENTION).unwrap_or(SystemTime::UNIX_EPOCH));
     let pruned: Option<i64> = conn
         .prepare_cached(
-            "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE time < ?1 ORDER BY id LIMIT ?2) \
+            "DELETE FROM changes WHERE id IN (SELECT id FROM changes \
+                 WHERE id < coalesce((SELECT id FROM changes \
+                     WHERE id < (SELECT min(id) FROM changes) + ?2 AND time >= ?1 ORDER BY id LIMIT 1), \
+                     (SELECT min(id) FROM changes) + ?2) \
+                 ORDER BY id LIMIT ?2) \
              RETURNING id",
         )
         .map_err(db)?

@@ -95,3 +95,42 @@ pub(super) async fn the_feed_forgets_after_its_retention(store: &dyn Store) {
     assert!(now >= last, "pruning does not move the position back");
     assert_eq!(store.changes_after(now, 10).await.unwrap(), Some(Vec::new()));
 }
+
+/// The sweep prunes only what is past the window: a change newer than the
+/// cutoff stays readable, with every change after it.
+pub(super) async fn the_feed_keeps_what_is_inside_its_window(store: &dyn Store) {
+    let mut announced = store.changes();
+    store.create(new_op(name("feed-window", "old"))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cutoff = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.create(new_op(name("feed-window", "new"))).await.unwrap();
+    let (mut old, mut new) = (None, None);
+    while old.is_none() || new.is_none() {
+        let change = announced.recv().await.unwrap();
+        if change.name == name("feed-window", "old").to_string() {
+            old = Some(change.position);
+        } else if change.name == name("feed-window", "new").to_string() {
+            new = Some(change.position);
+        }
+    }
+    let (old, new) = (old.unwrap(), new.unwrap());
+    for _ in 0..3 {
+        store.sweep(cutoff + CHANGE_RETENTION, policy()).await.unwrap();
+    }
+    assert_eq!(
+        store.changes_after(old.saturating_sub(1), 10).await.unwrap(),
+        None,
+        "the change before the cutoff is pruned"
+    );
+    let kept = store
+        .changes_after(old, 10)
+        .await
+        .unwrap()
+        .expect("after the pruned change");
+    assert!(
+        kept.iter()
+            .any(|change| change.position == new && change.name.ends_with("/new")),
+        "the change after the cutoff is kept: {kept:?}"
+    );
+}

@@ -87,6 +87,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     waiters::a_backoff_ending_wakes_whoever_waits_then(harness).await;
     // Last: its sweep runs far in the future.
     feed::the_feed_forgets_after_its_retention(store).await;
+    feed::the_feed_keeps_what_is_inside_its_window(store).await;
 }
 
 pub(super) const LEASE: Duration = Duration::from_secs(30);
