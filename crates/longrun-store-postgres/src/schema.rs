@@ -18,7 +18,8 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('longrun.schema_migrat
 
 /// Each entry moves the schema from version `i` to `i + 1`. Never edit a
 /// shipped entry; append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 -- Text compares bytewise (COLLATE "C"), as in SQLite and in the filter
 -- reference, whatever the database's default collation.
 CREATE TABLE operations (
@@ -123,11 +124,13 @@ CREATE TABLE changes (
 );
 -- Ids and times rise together: a block range index is enough to prune by.
 CREATE INDEX changes_by_time ON changes USING brin (time);
-"#, r#"
+"#,
+    r#"
 -- The sweep prunes the feed from its oldest id (work.rs), so no query
 -- reads the feed by time: the index only cost every change's insert.
 DROP INDEX changes_by_time;
-"#];
+"#,
+];
 
 /// Brings the database to the latest schema version: creates the schema
 /// `longrun` if needed, then applies the missing migrations, in one
