@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod creates;
 mod feed;
 mod fields;
 mod rows;
@@ -94,6 +95,8 @@ pub struct PostgresStore {
     notifier: feed::Notifier,
     /// This node's change feed watermark (see `feed`).
     position: Arc<AtomicU64>,
+    /// Where creates wait to share a statement (see `creates`).
+    creates: creates::Creates,
     _feed: Arc<DropGuard>,
 }
 
@@ -140,12 +143,16 @@ impl PostgresStore {
         let stop = CancellationToken::new();
         let position = Arc::new(AtomicU64::new(0));
         let notifier = feed::start(pool.clone(), config, changes.clone(), position.clone(), stop.clone()).await?;
+        // A quarter of the connections at most write creates, so the
+        // rest serve everything else meanwhile.
+        let creates = creates::Creates::start(pool.clone(), options.pool_size / 4);
         Ok(Self {
             pool,
             changes,
             position,
             key,
             notifier,
+            creates,
             _feed: Arc::new(stop.drop_guard()),
         })
     }
@@ -433,8 +440,8 @@ fn refused(name: &str) -> impl Fn(lifecycle::Refusal) -> Error + '_ {
 impl Store for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all, fields(op.name = %new.name))]
     async fn create(&self, new: NewOperation) -> Result<Created> {
-        let client = self.client().await?;
-        if let Some(inserted) = rows::insert(&client, &new).await? {
+        let new = Arc::new(new);
+        if let Some(inserted) = self.creates.insert(new.clone()).await? {
             let operation = self.written(inserted);
             return Ok(Created {
                 operation,
@@ -442,6 +449,7 @@ impl Store for PostgresStore {
             });
         }
         // Taken: by the same request (on any node), or the name by another.
+        let client = self.client().await?;
         match Self::by_request_id(&client, &new).await? {
             Some(operation) => Ok(Created {
                 operation,

@@ -257,6 +257,115 @@ pub(crate) async fn insert(client: &impl GenericClient, new: &NewOperation) -> R
     row.as_ref().map(listed).transpose()
 }
 
+/// Inserts several new operations with their fields and their changes, in
+/// one statement (`crate::creates` gathers them): each row as written, in
+/// order, or `None` where its name or request id is taken, like [`insert`]
+/// one at a time in that order.
+pub(crate) async fn insert_many(client: &impl GenericClient, news: &[&NewOperation]) -> Result<Vec<Option<Listed>>> {
+    let mut names = Vec::with_capacity(news.len());
+    let mut parents = Vec::with_capacity(news.len());
+    let mut states = Vec::with_capacity(news.len());
+    let mut queues = Vec::with_capacity(news.len());
+    let mut input_types = Vec::with_capacity(news.len());
+    let mut inputs = Vec::with_capacity(news.len());
+    let mut metadata_types = Vec::with_capacity(news.len());
+    let mut metadatas = Vec::with_capacity(news.len());
+    let mut verbs = Vec::with_capacity(news.len());
+    let mut targets = Vec::with_capacity(news.len());
+    let mut api_versions = Vec::with_capacity(news.len());
+    let mut max_attempts = Vec::with_capacity(news.len());
+    let mut request_ids = Vec::with_capacity(news.len());
+    let mut nows = Vec::with_capacity(news.len());
+    let mut deadlines = Vec::with_capacity(news.len());
+    let mut fields = crate::fields::Rows::default();
+    let mut field_names = Vec::new();
+    for new in news {
+        let name = new.name.to_string();
+        // A name twice: the later one conflicts, as it would one at a time
+        // (and must not lend its fields to the earlier one's row).
+        if names.contains(&name) {
+            continue;
+        }
+        let rows = crate::fields::rows(METADATA, &new.indexed);
+        field_names.extend(std::iter::repeat_n(name.clone(), rows.paths.len()));
+        fields.paths.extend(rows.paths);
+        fields.ns.extend(rows.ns);
+        fields.ints.extend(rows.ints);
+        fields.reals.extend(rows.reals);
+        fields.texts.extend(rows.texts);
+        names.push(name);
+        parents.push(new.name.parent().as_str().to_owned());
+        states.push(new.state().as_i32());
+        queues.push(new.queue.as_deref());
+        input_types.push(new.input.as_ref().map(|p| p.type_url.as_str()));
+        inputs.push(new.input.as_ref().map(|p| p.value.as_ref()));
+        metadata_types.push(new.metadata.as_ref().map(|p| p.type_url.as_str()));
+        metadatas.push(new.metadata.as_ref().map(|p| p.value.as_ref()));
+        verbs.push(new.verb.as_str());
+        targets.push(new.target.as_str());
+        api_versions.push(new.api_version.as_str());
+        max_attempts.push(new.max_attempts);
+        request_ids.push(new.request_id.as_deref());
+        nows.push(new.now);
+        deadlines.push(new.deadline());
+    }
+    let sql = format!(
+        "WITH inserted AS ( \
+             INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
+                 verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline, \
+                 available_time) \
+             SELECT n, p, s, false, q, it, i, mt, m, v, t, av, 1, ma, r, now_, now_, d, now_ \
+             FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::bytea[], $7::text[], \
+                 $8::bytea[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[], $14::timestamptz[], \
+                 $15::timestamptz[]) WITH ORDINALITY AS x(n, p, s, q, it, i, mt, m, v, t, av, ma, r, now_, d, ord) \
+             ORDER BY ord \
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
+         logged AS (INSERT INTO changes (name, done, deleted, queued) \
+             SELECT name, false, false, queue FROM inserted ORDER BY seq), \
+         indexed AS (INSERT INTO operation_fields (seq, path, n, int_value, real_value, text_value) \
+             SELECT inserted.seq, f.path, f.n, f.int_value, f.real_value, f.text_value \
+             FROM inserted JOIN unnest($16::text[], $17::text[], $18::int4[], $19::int8[], $20::float8[], \
+                 $21::text[]) AS f(name, path, n, int_value, real_value, text_value) ON f.name = inserted.name) \
+         SELECT {COLUMNS} FROM inserted"
+    );
+    let statement = client.prepare_cached(&sql).await.map_err(db)?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &names,
+                &parents,
+                &states,
+                &queues,
+                &input_types,
+                &inputs,
+                &metadata_types,
+                &metadatas,
+                &verbs,
+                &targets,
+                &api_versions,
+                &max_attempts,
+                &request_ids,
+                &nows,
+                &deadlines,
+                &field_names,
+                &fields.paths,
+                &fields.ns,
+                &fields.ints,
+                &fields.reals,
+                &fields.texts,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let mut written: HashMap<String, Listed> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let listed = listed(row)?;
+        written.insert(listed.operation.name.to_string(), listed);
+    }
+    Ok(news.iter().map(|new| written.remove(&new.name.to_string())).collect())
+}
+
 /// `UPDATE operations SET {sets}` on the row `seq` read as `op`, only if
 /// what the lifecycle decided on is as it was read ([`Fence`]); in the same
 /// statement, logs `change` and writes `fields`. `values` are the

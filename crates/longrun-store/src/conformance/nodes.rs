@@ -27,6 +27,113 @@ async fn two_nodes(harness: &dyn Harness) -> [Arc<dyn Store>; 2] {
     [a, b]
 }
 
+/// Creates arriving together (which a backend may write in one statement)
+/// land as they would one at a time: each name once, the later of two
+/// with one name refused, creates sharing a request id answered with the
+/// first one's operation, and each operation's custom fields its own.
+pub(super) async fn concurrent_creates_each_land_once(store: &dyn Store) {
+    let case = "concurrent-creates";
+    let with_rank = |id: &str, rank: i64| NewOperation {
+        metadata: Some(Payload {
+            type_url: FIXTURE_METADATA_TYPE.into(),
+            value: Vec::new().into(),
+        }),
+        indexed: vec![Indexed {
+            path: "metadata.rowsImported".into(),
+            value: Value::Int(rank),
+        }],
+        ..NewOperation::new(name(case, id), t0())
+    };
+    let mut creates = Vec::new();
+    for i in 0..30 {
+        creates.push(with_rank(&format!("op{i}"), i));
+    }
+    // The same names again, with other fields: refused.
+    for i in 0..5 {
+        creates.push(with_rank(&format!("op{i}"), 1000 + i));
+    }
+    // Five names, one request: one operation.
+    for i in 0..5 {
+        creates.push(NewOperation {
+            request_id: Some("one-request".into()),
+            ..NewOperation::new(name(case, &format!("retry{i}")), t0())
+        });
+    }
+    // A create that one backend may refuse (PostgreSQL text holds no NUL)
+    // fails alone, whichever creates it came with.
+    creates.insert(
+        15,
+        NewOperation {
+            verb: "odd\0verb".into(),
+            ..NewOperation::new(name(case, "odd"), t0())
+        },
+    );
+    let answers = futures::future::join_all(creates.into_iter().map(|new| store.create(new))).await;
+    let mut created = HashSet::new();
+    let mut refused = 0;
+    let mut by_request = Vec::new();
+    let mut odd = None;
+    for answer in answers {
+        match answer {
+            Ok(done) if done.operation.name.id() == "odd" => odd = Some(Ok(())),
+            Err(err) if odd.is_none() && !matches!(err, crate::Error::AlreadyExists(_)) => odd = Some(Err(err)),
+            Ok(done) if done.operation.name.id().starts_with("retry") => {
+                by_request.push((done.existed, done.operation.name.id().to_owned()));
+            }
+            Ok(done) => {
+                assert!(!done.existed, "{done:?}");
+                assert!(
+                    created.insert(done.operation.name.id().to_owned()),
+                    "created twice: {done:?}"
+                );
+            }
+            Err(crate::Error::AlreadyExists(_)) => refused += 1,
+            Err(err) => panic!("create failed: {err}"),
+        }
+    }
+    assert_eq!(created.len(), 30);
+    assert_eq!(refused, 5, "the second create of a name is refused");
+    let first: Vec<_> = by_request.iter().filter(|(existed, _)| !existed).collect();
+    assert_eq!(first.len(), 1, "one create of the request made it: {by_request:?}");
+    assert!(
+        by_request.iter().all(|(_, id)| *id == first[0].1),
+        "every retry answers with the first one's operation: {by_request:?}"
+    );
+    // Each row got its own fields, and the refused creates none.
+    let ids = |text: &str| {
+        let query = crate::ListQuery {
+            parent: parent(case),
+            filter: Filter::parse_with(text, &FixtureSchema).unwrap(),
+            after: None,
+            limit: 100,
+            within: None,
+        };
+        async move {
+            let mut ids: Vec<String> = store
+                .list(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|listed| listed.operation.name.id().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        ids("metadata.rowsImported >= 25").await,
+        ["op25", "op26", "op27", "op28", "op29"]
+    );
+    assert!(ids("metadata.rowsImported >= 1000").await.is_empty());
+    let all = ids("").await;
+    let odd_landed = matches!(odd, Some(Ok(())));
+    assert_eq!(
+        all.len(),
+        31 + usize::from(odd_landed),
+        "30 names and one request: {all:?} ({odd:?})"
+    );
+}
+
 pub(super) async fn concurrent_claimers_each_take_a_different_operation(harness: &dyn Harness) {
     const OPERATIONS: usize = 60;
     const CLAIMERS: usize = 8;
