@@ -20,6 +20,10 @@ use longrun_store::{Error, Listed, NewOperation, Result};
 
 /// Most creates written in one statement.
 const BATCH: usize = 64;
+/// Most creates waiting in the queue; more wait to join it (and are
+/// dropped if their caller goes), so a stalled database holds a bounded
+/// number of payloads.
+const QUEUE: usize = 16 * BATCH;
 
 /// A create waiting to be written, and who waits for its row.
 type Pending = (Arc<NewOperation>, oneshot::Sender<Result<Option<Listed>>>);
@@ -27,14 +31,14 @@ type Pending = (Arc<NewOperation>, oneshot::Sender<Result<Option<Listed>>>);
 /// The node's create queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Creates {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: mpsc::Sender<Pending>,
 }
 
 impl Creates {
     /// Starts the writer. At most `in_flight` batches are written at once,
     /// each on a connection of `pool`. Runs until every clone is dropped.
     pub fn start(pool: Pool, in_flight: usize) -> Self {
-        let (queue, pending) = mpsc::unbounded_channel();
+        let (queue, pending) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(pool, pending, Arc::new(Semaphore::new(in_flight.max(1)))));
         Self { queue }
     }
@@ -44,12 +48,12 @@ impl Creates {
     pub async fn insert(&self, new: Arc<NewOperation>) -> Result<Option<Listed>> {
         let stopped = || Error::internal("the node's create writer has stopped");
         let (answer, answered) = oneshot::channel();
-        self.queue.send((new, answer)).map_err(|_| stopped())?;
+        self.queue.send((new, answer)).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
 }
 
-async fn write_batches(pool: Pool, mut pending: mpsc::UnboundedReceiver<Pending>, slots: Arc<Semaphore>) {
+async fn write_batches(pool: Pool, mut pending: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
     while let Some(first) = pending.recv().await {
         // Wait for a slot before gathering, so that creates arriving
         // meanwhile join this batch.
