@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod completes;
 mod creates;
 mod feed;
 mod fields;
@@ -51,7 +52,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::rows::{COLUMNS, Fields, Params, end_many, listed, read, read_many, update_fenced, write_step};
+use crate::rows::{COLUMNS, Fields, Params, listed, read, update_fenced, write_step};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
 use longrun_store::{
     Cancelled, Change, ClaimRequest, Completion, Created, Error, ListQuery, Listed, NewOperation, QueueStats, Result,
@@ -59,7 +60,7 @@ use longrun_store::{
 };
 use longrun_types::filter::Indexed;
 use longrun_types::lifecycle::{self, Cancel};
-use longrun_types::{Operation, OperationName, Outcome, Parent};
+use longrun_types::{Operation, OperationName, Parent};
 
 /// Connections per node unless [`Options::pool_size`] says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -97,6 +98,8 @@ pub struct PostgresStore {
     position: Arc<AtomicU64>,
     /// Where creates wait to share a statement (see `creates`).
     creates: creates::Creates,
+    /// Where completions wait to share a transaction (see `completes`).
+    completes: completes::Completes,
     _feed: Arc<DropGuard>,
 }
 
@@ -146,6 +149,10 @@ impl PostgresStore {
         // A quarter of the connections at most write creates, so the
         // rest serve everything else meanwhile.
         let creates = creates::Creates::start(pool.clone(), options.pool_size / 4);
+        let completes = completes::Completes::start(
+            completes::Writer::new(pool.clone(), notifier.clone()),
+            options.pool_size / 4,
+        );
         Ok(Self {
             pool,
             changes,
@@ -153,6 +160,7 @@ impl PostgresStore {
             key,
             notifier,
             creates,
+            completes,
             _feed: Arc::new(stop.drop_guard()),
         })
     }
@@ -288,147 +296,19 @@ impl PostgresStore {
     }
 }
 
-impl PostgresStore {
-    /// The completions in one transaction: each answered, or `None` where
-    /// the operation changed between read and write (to be made again).
-    async fn complete_together(
-        &self,
-        completions: &[(OperationName, Completion)],
-        now: SystemTime,
-    ) -> Result<Vec<Option<Result<Operation>>>> {
-        /// What the lifecycle decided for one completion.
-        enum Plan<'a> {
-            Answered(Result<Operation>),
-            Write {
-                seq: i64,
-                op: Operation,
-                step: lifecycle::Step,
-                fields: Fields<'a>,
-            },
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        let names: Vec<String> = completions.iter().map(|(name, _)| name.to_string()).collect();
-        let reads = read_many(&tx, &names).await?;
-        let mut plans = Vec::with_capacity(completions.len());
-        for (((_, completion), found), name) in completions.iter().zip(reads).zip(&names) {
-            let Listed { operation: op, cursor } = match found {
-                Ok(found) => found,
-                Err(Error::NotFound(missing)) => {
-                    plans.push(Plan::Answered(Err(Error::NotFound(missing))));
-                    continue;
-                }
-                // The transaction is unusable now.
-                Err(err) => return Err(err),
-            };
-            let token = completion.lease_token.as_deref();
-            let step = match lifecycle::complete(&op, token, completion.outcome.clone(), completion.retry, now) {
-                Err(refusal) => {
-                    plans.push(Plan::Answered(Err(refused(name)(refusal))));
-                    continue;
-                }
-                // The same completion again: answered, nothing written.
-                Ok(None) => {
-                    plans.push(Plan::Answered(Ok(op)));
-                    continue;
-                }
-                Ok(Some(step)) => step,
-            };
-            let fields = match (&completion.outcome, step.to().is_done()) {
-                (Outcome::Response(_), true) => Fields::Add(fields::RESPONSE, &completion.indexed),
-                _ => Fields::Keep,
-            };
-            plans.push(Plan::Write {
-                seq: cursor.seq,
-                op,
-                step,
-                fields,
-            });
-        }
-        // Plain ends (the common completion) go in one statement; the rest
-        // (a cancel's end, a retry's requeue, custom response fields) one
-        // statement each, pipelined.
-        let plain = |plan: &Plan<'_>| match plan {
-            Plan::Write { step, fields, .. } => {
-                matches!(step, lifecycle::Step::End { cancels: false, .. })
-                    && match fields {
-                        Fields::Keep => true,
-                        Fields::Add(_, indexed) => indexed.is_empty(),
-                        Fields::Replace(..) => false,
-                    }
-            }
-            Plan::Answered(_) => false,
-        };
-        let ends: Vec<(i64, &Operation, &lifecycle::Step)> = plans
-            .iter()
-            .filter_map(|plan| match plan {
-                Plan::Write { seq, op, step, .. } if plain(plan) => Some((*seq, op, step)),
-                _ => None,
-            })
-            .collect();
-        let ended = async {
-            if ends.is_empty() {
-                Ok(Vec::new())
-            } else {
-                end_many(&tx, &ends, now).await
-            }
-        };
-        let others = futures::future::join_all(plans.iter().map(|plan| async {
-            match plan {
-                Plan::Write { seq, op, step, fields } if !plain(plan) => {
-                    Some(write_step(&tx, *seq, op, step, now, *fields).await)
-                }
-                _ => None,
-            }
-        }));
-        let (ended, others) = futures::join!(ended, others);
-        let mut ended = ended?.into_iter();
-        let writes: Vec<Option<Result<Option<Listed>>>> = plans
-            .iter()
-            .zip(others)
-            .map(|(plan, other)| {
-                if plain(plan) {
-                    Some(Ok(ended.next().flatten()))
-                } else {
-                    other
-                }
-            })
-            .collect();
-        let mut results = Vec::with_capacity(plans.len());
-        let mut wrote = false;
-        for (plan, written) in plans.into_iter().zip(writes) {
-            results.push(match (plan, written) {
-                (Plan::Answered(answer), _) => Some(answer),
-                (Plan::Write { .. }, Some(Ok(Some(written)))) => {
-                    wrote = true;
-                    Some(Ok(written.operation))
-                }
-                (Plan::Write { .. }, Some(Err(err))) => return Err(err),
-                // Changed since it was read: made again on its own.
-                (Plan::Write { .. }, Some(Ok(None)) | None) => None,
-            });
-        }
-        tx.commit().await.map_err(db)?;
-        if wrote {
-            self.notifier.committed();
-        }
-        Ok(results)
-    }
-}
-
 /// How many times a write reads and decides again when its fence finds
 /// that the operation changed since it was read.
-const ATTEMPTS: usize = 8;
+pub(crate) const ATTEMPTS: usize = 8;
 
 /// The operation changed under every attempt: a transient condition.
-fn contended(name: &str) -> Error {
+pub(crate) fn contended(name: &str) -> Error {
     Error::unavailable(format!(
         "operation {name:?} kept changing while this call decided; retry"
     ))
 }
 
 /// The answer to a lifecycle refusal of `name`.
-fn refused(name: &str) -> impl Fn(lifecycle::Refusal) -> Error + '_ {
+pub(crate) fn refused(name: &str) -> impl Fn(lifecycle::Refusal) -> Error + '_ {
     move |refusal| Error::refused(name, &refusal)
 }
 
@@ -604,58 +484,16 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(op.name = %name))]
     async fn complete(&self, name: &OperationName, completion: Completion, now: SystemTime) -> Result<Operation> {
-        let name = name.to_string();
-        let client = self.client().await?;
-        let token = completion.lease_token.as_deref();
-        for _ in 0..ATTEMPTS {
-            let Listed { operation: op, cursor } = read(&client, &name).await?;
-            let step = lifecycle::complete(&op, token, completion.outcome.clone(), completion.retry, now)
-                .map_err(refused(&name))?;
-            // The same completion again: answered, nothing written.
-            let Some(step) = step else { return Ok(op) };
-            let fields = match (&completion.outcome, step.to().is_done()) {
-                (Outcome::Response(_), true) => Fields::Add(fields::RESPONSE, &completion.indexed),
-                _ => Fields::Keep,
-            };
-            if let Some(written) = write_step(&client, cursor.seq, &op, &step, now, fields).await? {
-                return Ok(self.written(written));
-            }
-        }
-        Err(contended(&name))
+        self.completes.complete(name.clone(), completion, now).await
     }
 
-    /// In one transaction on one connection, its statements pipelined: one
-    /// commit for the batch. A completion whose operation changed under it
-    /// is made again on its own, as [`Store::complete`] would; if the
-    /// transaction itself fails, nothing of it was written and every
-    /// completion is made on its own.
+    /// See [`completes::Writer::complete_many`].
     async fn complete_many(
         &self,
         completions: Vec<(OperationName, Completion)>,
         now: SystemTime,
     ) -> Vec<Result<Operation>> {
-        let together = match self.complete_together(&completions, now).await {
-            Ok(together) => together,
-            Err(err) => {
-                tracing::debug!(error = %err, "a batch of completions failed as one; completing each alone");
-                vec![None; completions.len()]
-            }
-        };
-        let alone = completions
-            .iter()
-            .zip(&together)
-            .filter(|(_, result)| result.is_none())
-            .map(|((name, completion), _)| self.complete(name, completion.clone(), now));
-        let mut alone = futures::future::join_all(alone).await.into_iter();
-        together
-            .into_iter()
-            .map(|result| match result {
-                Some(result) => result,
-                None => alone
-                    .next()
-                    .unwrap_or_else(|| Err(Error::internal("a completion went unanswered"))),
-            })
-            .collect()
+        self.completes.writer().complete_many(completions, now).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(queue = %request.queue))]

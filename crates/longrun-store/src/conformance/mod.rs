@@ -61,6 +61,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     work::claim_takes_the_oldest_queued_operation_under_the_parent(store).await;
     work::a_claim_takes_several_each_with_its_own_lease(store).await;
     work::completions_in_a_batch_land_each_on_its_own(store).await;
+    work::one_operation_twice_in_a_batch(store).await;
     work::heartbeat_extends_the_lease(store).await;
     work::lease_expiry_requeues_and_fences_the_stale_worker(store).await;
     work::last_attempt_expiry_ends_with_unavailable(store).await;

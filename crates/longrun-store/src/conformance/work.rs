@@ -144,6 +144,57 @@ pub(super) async fn completions_in_a_batch_land_each_on_its_own(store: &dyn Stor
     assert_eq!(ended, claimed[0].name.to_string());
 }
 
+/// One operation completed twice in one batch: the first completion lands;
+/// the second is answered as it would be after it (the same completion
+/// again: the operation; another one: refused), never as if it had landed.
+pub(super) async fn one_operation_twice_in_a_batch(store: &dyn Store) {
+    for id in ["same", "other"] {
+        store.create(queued("twice", id, "q")).await.unwrap();
+    }
+    let claimed = store
+        .claim(crate::ClaimRequest {
+            limit: 2,
+            ..claim_request("twice", "q", t0())
+        })
+        .await
+        .unwrap();
+    let ok = |op: &longrun_types::Operation| Completion {
+        lease_token: token(op),
+        ..success()
+    };
+    let failed = |op: &longrun_types::Operation| Completion {
+        lease_token: token(op),
+        outcome: Outcome::Error(Status::new(Code::DataLoss, "lost")),
+        ..success()
+    };
+    let results = store
+        .complete_many(
+            vec![
+                (claimed[0].name.clone(), ok(&claimed[0])),
+                (claimed[0].name.clone(), ok(&claimed[0])),
+                (claimed[1].name.clone(), ok(&claimed[1])),
+                (claimed[1].name.clone(), failed(&claimed[1])),
+            ],
+            t0(),
+        )
+        .await;
+    let states: Vec<_> = results
+        .iter()
+        .map(|result| result.as_ref().map(|op| op.state))
+        .collect();
+    assert!(matches!(states[0], Ok(State::Succeeded)), "{results:?}");
+    assert!(
+        matches!(states[1], Ok(State::Succeeded)),
+        "the same completion again: {results:?}"
+    );
+    assert!(matches!(states[2], Ok(State::Succeeded)), "{results:?}");
+    assert!(
+        matches!(results[3], Err(Error::FailedPrecondition { .. })),
+        "another completion after the first is refused: {results:?}"
+    );
+    assert_eq!(store.get(&claimed[1].name).await.unwrap().state, State::Succeeded);
+}
+
 pub(super) async fn heartbeat_extends_the_lease(store: &dyn Store) {
     store.create(queued("heartbeat", "a", "q")).await.unwrap();
     let op = store
