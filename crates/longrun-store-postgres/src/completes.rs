@@ -4,26 +4,20 @@
 //! Complete, the in-process runtime's reporter). Single completions on a
 //! node go through [`Completes`]: one alone is written at once; while
 //! others are being written, completions wait in a queue and the next batch
-//! takes every one waiting, as `crate::creates` does for creates. Each
-//! completion keeps its own answer, as if made alone.
+//! takes every one waiting (`crate::batches`). Each completion keeps its
+//! own answer, as if made alone.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::feed::Notifier;
 use crate::rows::{Fields, end_many, read, read_many, write_step};
-use crate::{ATTEMPTS, client, contended, db, fields, refused};
+use crate::{ATTEMPTS, batches, client, contended, db, fields, refused};
 use longrun_store::{Completion, Error, Listed, Result};
 use longrun_types::lifecycle;
 use longrun_types::{Operation, OperationName, Outcome};
-
-/// Most completions written in one transaction.
-const BATCH: usize = 64;
-/// Most completions waiting in the queue; more wait to join it.
-const QUEUE: usize = 16 * BATCH;
 
 /// A completion waiting to be written, and who waits for its answer.
 type Pending = (
@@ -49,14 +43,13 @@ pub(crate) struct Completes {
 
 impl Completes {
     /// Starts the queue's writer; at most `in_flight` batches are written
-    /// at once. Runs until every clone is dropped.
+    /// at once.
     pub fn start(writer: Writer, in_flight: usize) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(
-            writer.clone(),
-            pending,
-            Arc::new(Semaphore::new(in_flight.max(1))),
-        ));
+        let batches = writer.clone();
+        let queue = batches::start(in_flight, move |batch| {
+            let writer = batches.clone();
+            async move { writer.write(batch).await }
+        });
         Self { queue, writer }
     }
 
@@ -73,28 +66,6 @@ impl Completes {
             .await
             .map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
-    }
-}
-
-async fn write_batches(writer: Writer, mut pending: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
-    while let Some(first) = pending.recv().await {
-        // Wait for a slot before gathering, so that completions arriving
-        // meanwhile join this batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let writer = writer.clone();
-        tokio::spawn(async move {
-            writer.write(batch).await;
-            drop(slot);
-        });
     }
 }
 

@@ -1,29 +1,17 @@
-//! Group creates: the creates a node receives while others are being
-//! written share one `INSERT` and one commit.
-//!
-//! One create alone is written at once, by itself. While as many batches
-//! as the writer may have in flight are being written, new creates wait in
-//! a queue; the next batch takes every create waiting (up to [`BATCH`]). So a busy node commits many
-//! creates at a time and an idle one makes none wait. Each create still
-//! gets its own answer: its row, or `None` when its name or request id is
+//! Creates a node receives while others are being written share one
+//! `INSERT` and one commit (see `crate::batches`). Each create still gets
+//! its own answer: its row, or `None` when its name or request id is
 //! taken. A batch whose statement fails is written again one create at a
 //! time, so that one bad create fails alone.
 
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::client;
 use crate::rows::{insert, insert_many};
+use crate::{batches, client};
 use longrun_store::{Error, Listed, NewOperation, Result};
-
-/// Most creates written in one statement.
-const BATCH: usize = 64;
-/// Most creates waiting in the queue; more wait to join it (and are
-/// dropped if their caller goes), so a stalled database holds a bounded
-/// number of payloads.
-const QUEUE: usize = 16 * BATCH;
 
 /// A create waiting to be written, and who waits for its row.
 type Pending = (Arc<NewOperation>, oneshot::Sender<Result<Option<Listed>>>);
@@ -36,10 +24,12 @@ pub(crate) struct Creates {
 
 impl Creates {
     /// Starts the writer. At most `in_flight` batches are written at once,
-    /// each on a connection of `pool`. Runs until every clone is dropped.
+    /// each on a connection of `pool`.
     pub fn start(pool: Pool, in_flight: usize) -> Self {
-        let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(pool, pending, Arc::new(Semaphore::new(in_flight.max(1)))));
+        let queue = batches::start(in_flight, move |batch| {
+            let pool = pool.clone();
+            async move { write(&pool, batch).await }
+        });
         Self { queue }
     }
 
@@ -50,28 +40,6 @@ impl Creates {
         let (answer, answered) = oneshot::channel();
         self.queue.send((new, answer)).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
-    }
-}
-
-async fn write_batches(pool: Pool, mut pending: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
-    while let Some(first) = pending.recv().await {
-        // Wait for a slot before gathering, so that creates arriving
-        // meanwhile join this batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match pending.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            write(&pool, batch).await;
-            drop(slot);
-        });
     }
 }
 

@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batches;
 mod completes;
 mod creates;
 mod feed;
