@@ -78,6 +78,7 @@ pub async fn run_tests(harness: &dyn Harness) {
     filters::filters_match_what_was_written_by_hand(store).await;
     random::filters_agree_with_the_reference_on_random_data(store).await;
     nodes::concurrent_creates_each_land_once(store).await;
+    nodes::concurrent_claims_each_get_their_own_leases(store).await;
     nodes::concurrent_claimers_each_take_a_different_operation(harness).await;
     nodes::concurrent_sweeps_apply_each_expiry_once(harness).await;
     nodes::reports_race_a_completion(harness).await;

@@ -134,6 +134,38 @@ pub(super) async fn concurrent_creates_each_land_once(store: &dyn Store) {
     );
 }
 
+/// Claims arriving together each get their own operations, at most as many as they asked for, each
+/// leased to their own worker for their own duration; between them they
+/// take the oldest first.
+pub(super) async fn concurrent_claims_each_get_their_own_leases(store: &dyn Store) {
+    let case = "claims-together";
+    for i in 0..30 {
+        store.create(queued(case, &format!("op{i:02}"), "q")).await.unwrap();
+    }
+    let claim = |worker: usize, limit: usize| crate::ClaimRequest {
+        worker: format!("w{worker}"),
+        lease_duration: LEASE + Duration::from_secs(worker as u64),
+        limit,
+        ..claim_request(case, "q", t0())
+    };
+    // 8 claims asking for 1 + 2 + ... + 8 = 36: more than there is.
+    let claims: Vec<_> = (1..=8).map(|worker| claim(worker, worker)).collect();
+    let answers = futures::future::join_all(claims.into_iter().map(|request| store.claim(request))).await;
+    let mut seen = HashSet::new();
+    for (worker, answer) in (1..=8).zip(answers) {
+        let claimed = answer.unwrap();
+        assert!(claimed.len() <= worker, "w{worker} asked for {worker}: {claimed:?}");
+        for op in claimed {
+            let lease = op.lease.as_ref().expect("a claimed operation has a lease");
+            assert_eq!(lease.worker, format!("w{worker}"));
+            assert_eq!(lease.duration, LEASE + Duration::from_secs(worker as u64));
+            assert_eq!(lease.expire_time, t0() + lease.duration);
+            assert!(seen.insert(op.name.id().to_owned()), "claimed twice: {op:?}");
+        }
+    }
+    assert_eq!(seen.len(), 30, "every queued operation is claimed once");
+}
+
 pub(super) async fn concurrent_claimers_each_take_a_different_operation(harness: &dyn Harness) {
     const OPERATIONS: usize = 60;
     const CLAIMERS: usize = 8;
