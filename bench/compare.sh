@@ -30,11 +30,18 @@ echo "== longrun on PostgreSQL"
 psql "$PGURL/postgres" -Xqc "drop database if exists bench_longrun" -c "create database bench_longrun" >/dev/null
 target/release/longrun-bench --json --store "$PGURL/bench_longrun" --operations "$N" --workers 24 \
   --scenarios health,create,create1,get,drain,drain-batch,drain-in-process | tee "$out/postgres.jsonl"
+# The same drain with the largest claims a worker may ask for (maxOperations 100).
+psql "$PGURL/postgres" -Xqc "drop database if exists bench_longrun" -c "create database bench_longrun" >/dev/null
+target/release/longrun-bench --json --store "$PGURL/bench_longrun" --operations "$N" --workers 24 \
+  --claim-batch 100 --scenarios drain-batch | sed 's/"drain-batch"/"drain-batch-100"/' | tee -a "$out/postgres.jsonl"
 
 echo "== longrun on SQLite"
 rm -f "$out"/bench.db*
 target/release/longrun-bench --json --store "sqlite:$out/bench.db" --operations "$N" --workers 24 \
   --scenarios health,create,create1,get,drain,drain-batch,drain-in-process | tee "$out/sqlite.jsonl"
+rm -f "$out"/bench.db*
+target/release/longrun-bench --json --store "sqlite:$out/bench.db" --operations "$N" --workers 24 \
+  --claim-batch 100 --scenarios drain-batch | sed 's/"drain-batch"/"drain-batch-100"/' | tee -a "$out/sqlite.jsonl"
 
 python3 - "$out" <<'PY'
 import ast, json, sys, pathlib
@@ -57,7 +64,8 @@ print()
 print(f"{'system':<36} {'drain/s':>9} {'enqueue/s':>10}")
 for name, row in peers.items():
     print(f"{name:<36} {row['process_per_s']:>9} {row['enqueue_per_s']:>10}")
-drains = {"drain": "REST, 1/claim", "drain-batch": "REST, 16/claim", "drain-in-process": "in-process"}
+drains = {"drain": "REST, 1/claim", "drain-batch": "REST, 16/claim", "drain-batch-100": "REST, 100/claim",
+          "drain-in-process": "in-process"}
 for store in ("postgres", "sqlite"):
     for scenario, how in drains.items():
         row = ours[(store, scenario)]
