@@ -75,7 +75,11 @@ impl Writer {
     }
 
     /// Writes one batch from the queue and answers each completion. A
-    /// batch is decided at its earliest completion's time.
+    /// batch is decided at its latest completion's time, the closest to
+    /// its commit: each operation's end then comes after everything that
+    /// happened to it before its completion was asked for (an earlier
+    /// time could put an end before the operation's own creation, had it
+    /// been created while the batch waited).
     async fn write(&self, mut batch: Vec<Pending>) {
         if batch.len() == 1 {
             if let Some((name, completion, now, answer)) = batch.pop() {
@@ -86,7 +90,7 @@ impl Writer {
         let now = batch
             .iter()
             .map(|(_, _, now, _)| *now)
-            .min()
+            .max()
             .unwrap_or_else(SystemTime::now);
         let (completions, answers): (Vec<_>, Vec<_>) = batch
             .into_iter()
