@@ -217,44 +217,7 @@ fn log_cte(change: &Change, source: &str, values: &mut Params) -> String {
 /// statement; `None` when its name or its request id is taken (by a
 /// committed row, or one committing meanwhile).
 pub(crate) async fn insert(client: &impl GenericClient, new: &NewOperation) -> Result<Option<Listed>> {
-    let mut values: Params = vec![
-        Box::new(new.name.to_string()),
-        Box::new(new.name.parent().as_str().to_owned()),
-        Box::new(new.state().as_i32()),
-        Box::new(new.queue.clone()),
-        Box::new(new.input.as_ref().map(|p| p.type_url.clone())),
-        Box::new(new.input.as_ref().map(|p| p.value.to_vec())),
-        Box::new(new.metadata.as_ref().map(|p| p.type_url.clone())),
-        Box::new(new.metadata.as_ref().map(|p| p.value.to_vec())),
-        Box::new(new.verb.clone()),
-        Box::new(new.target.clone()),
-        Box::new(new.api_version.clone()),
-        Box::new(new.max_attempts),
-        Box::new(new.request_id.clone()),
-        Box::new(new.now),
-        Box::new(new.deadline()),
-    ];
-    let change = Change {
-        name: new.name.to_string(),
-        done: false,
-        deleted: false,
-        queued: new.queue.clone(),
-        position: 0,
-    };
-    let logged = log_cte(&change, "inserted", &mut values);
-    let indexed = fields_ctes(Fields::Add(METADATA, &new.indexed), "inserted", &mut values);
-    let sql = format!(
-        "WITH inserted AS ( \
-             INSERT INTO operations (name, parent, state, done, queue, input_type, input, metadata_type, metadata, \
-                 verb, target, api_version, attempt, max_attempts, request_id, create_time, update_time, deadline, \
-                 available_time) \
-             VALUES ($1, $2, $3, false, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $14, $15, $14) \
-             ON CONFLICT DO NOTHING RETURNING {COLUMNS}){logged}{indexed} \
-         SELECT {COLUMNS} FROM inserted"
-    );
-    let statement = client.prepare_cached(&sql).await.map_err(db)?;
-    let row = client.query_opt(&statement, &refs(&values)).await.map_err(db)?;
-    row.as_ref().map(listed).transpose()
+    Ok(insert_many(client, &[new]).await?.pop().flatten())
 }
 
 /// Inserts several new operations with their fields and their changes, in
