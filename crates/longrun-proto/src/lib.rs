@@ -4,11 +4,14 @@
 //!
 //! The JSON mapping is prost-reflect's, driven by descriptors: the ones
 //! compiled into this crate ([`DESCRIPTOR_SET`]) plus any the operator loads
-//! with `--descriptors`. Nothing here hand-writes JSON for a message.
+//! with `--descriptors`. The answers of the hot worker calls (an operation,
+//! a claim, a batch of completions) are written straight to text with the
+//! same output (`json`); every payload still goes through the registry.
 
 pub mod codec;
 mod convert;
 mod fields;
+mod json;
 mod registry;
 
 pub use convert::{

@@ -138,9 +138,20 @@ impl Registry {
         enums: Enums,
     ) -> Result<Vec<u8>, Error> {
         let mut json = Vec::with_capacity(512);
-        let serializer = &mut serde_json::Serializer::with_formatter(&mut json, WholeNumbersAsIntegers);
-        self.serialize(full_name, &message.encode_to_vec(), enums, serializer)?;
+        self.write_json(full_name, &message.encode_to_vec(), enums, &mut json)?;
         Ok(json)
+    }
+
+    /// Appends the JSON text of `bytes`, decoded as the message `full_name`.
+    pub(crate) fn write_json(
+        &self,
+        full_name: &str,
+        bytes: &[u8],
+        enums: Enums,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let serializer = &mut serde_json::Serializer::with_formatter(out, WholeNumbersAsIntegers);
+        self.serialize(full_name, bytes, enums, serializer)
     }
 
     /// Decodes `bytes` as the message `full_name` and writes its proto3 JSON

@@ -27,10 +27,14 @@ impl SqliteStore {
         self.write(move |conn| {
             let mut claimed = Vec::new();
             let mut changes = Vec::new();
+            let (text, mut params) = claim_statement(&request);
             while claimed.len() < request.limit.max(1) {
-                let (text, params) = claim_statement(&request);
+                if !claimed.is_empty() {
+                    // Each operation is fenced by its own lease token.
+                    params[CLAIM_TOKEN] = rusqlite::types::Value::Text(lease_token());
+                }
                 let Some(operation) =
-                    query_listed(conn, &text, params_from_iter(params))?.map(|listed| listed.operation)
+                    query_listed(conn, &text, params_from_iter(&params))?.map(|listed| listed.operation)
                 else {
                     break;
                 };
@@ -164,8 +168,11 @@ impl SqliteStore {
     }
 }
 
+/// Where the lease token is among [`claim_statement`]'s parameters.
+const CLAIM_TOKEN: usize = 0;
+
 /// The claim's one statement (an `UPDATE … RETURNING` the claimed row)
-/// and its parameters.
+/// and its parameters, the lease token first.
 pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::types::Value>) {
     let now = micros(request.now);
     let mut sql = SqlBuilder::new(Dialect::Sqlite);

@@ -230,18 +230,30 @@ fn the_runtimes_work_is_counted_in_the_metrics() {
     let name = example.import(&example.cities(10));
     example.wait(&name);
     let address = example.endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut metrics = String::new();
-    stream.read_to_string(&mut metrics).unwrap();
-    for line in [
+    let scrape = || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut metrics = String::new();
+        stream.read_to_string(&mut metrics).unwrap();
+        metrics
+    };
+    let lines = [
         "longrun_operations_created_total{queue=\"dataset-imports\"} 1",
         "longrun_operations_finished_total{queue=\"dataset-imports\",outcome=\"SUCCEEDED\"} 1",
-    ] {
+    ];
+    // A Wait answers at the completion's commit; the runtime counts it
+    // when its write returns, a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut metrics = scrape();
+    while !lines.iter().all(|line| metrics.contains(line)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        metrics = scrape();
+    }
+    for line in lines {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
 }

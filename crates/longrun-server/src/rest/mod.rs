@@ -21,6 +21,7 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::Page;
 use crate::rest::rendered::Rendered;
 use crate::{Caller, Error, RequestId, Service, claim_response};
 use longrun_proto::google::longrunning::{ListOperationsRequest, WaitOperationRequest};
@@ -414,9 +415,8 @@ async fn route(
 ) -> Result<Reply, Error> {
     let registry = service.registry();
     let view = view_param(query)?;
-    // An operation as part of a larger answer (a List page)...
-    let render = |operation: &Operation| operation_json(service, operation, view, enums);
-    // ...and as the whole answer, written straight to JSON text.
+    // An operation written straight to JSON text: the whole answer, or a
+    // part of a List page.
     let render_text = |operation: &Operation| operation_text(service, operation, view, enums);
     let answer_with = |operation: &Operation| render_text(operation).map(Reply::Rendered);
     // Get and Wait read one operation, often again and again in the same
@@ -448,31 +448,7 @@ async fn route(
                 },
             };
             let page = Box::pin(service.list(caller, request)).await?;
-            // Each operation renders on its own: one whose payload type is
-            // no longer registered is named in `unreachable` (and logged)
-            // rather than failing the page.
-            let mut operations = Vec::with_capacity(page.operations.len());
-            let mut unreachable = Vec::new();
-            for operation in &page.operations {
-                match render(operation) {
-                    Ok(json) => operations.push(json),
-                    Err(err) => {
-                        err.log(&caller.request_id);
-                        unreachable.push(Value::String(operation.name.to_string()));
-                    }
-                }
-            }
-            let mut response = serde_json::Map::new();
-            if !operations.is_empty() {
-                response.insert("operations".into(), Value::Array(operations));
-            }
-            if !page.next_page_token.is_empty() {
-                response.insert("nextPageToken".into(), Value::String(page.next_page_token));
-            }
-            if !unreachable.is_empty() {
-                response.insert("unreachable".into(), Value::Array(unreachable));
-            }
-            Ok(Value::Object(response))
+            return list_text(&page, caller, render_text).map(Reply::Rendered);
         }
         ("GET", None, false) => return render_read(&Box::pin(service.get(caller, call.target)).await?),
         ("DELETE", None, false) => {
@@ -531,9 +507,10 @@ async fn route(
             let request: BatchCompleteOperationsRequest =
                 registry.from_json("longrun.v1.BatchCompleteOperationsRequest", &json)?;
             let response = Box::pin(service.batch_complete(caller, request)).await?;
-            registry
-                .to_json_with("longrun.v1.BatchCompleteOperationsResponse", &response, enums)
-                .map_err(|err| Error::internal(format!("cannot serve completed operations: {err}")))
+            return registry
+                .batch_complete_json_bytes(&response, enums)
+                .map(|text| Reply::Rendered(text.into()))
+                .map_err(|err| Error::internal(format!("cannot serve completed operations: {err}")));
         }
         ("POST", Some("release"), false) => {
             let json = json_body(body)?;
@@ -546,9 +523,10 @@ async fn route(
             set_resource(&mut json, "parent", call.parent())?;
             let request: ClaimOperationRequest = registry.from_json("longrun.v1.ClaimOperationRequest", &json)?;
             let response = claim_response(Box::pin(service.claim(caller, request)).await?);
-            registry
-                .to_json_with("longrun.v1.ClaimOperationResponse", &response, enums)
-                .map_err(|err| Error::internal(format!("cannot serve a claimed operation: {err}")))
+            return registry
+                .claim_json_bytes(&response, enums)
+                .map(|text| Reply::Rendered(text.into()))
+                .map_err(|err| Error::internal(format!("cannot serve a claimed operation: {err}")));
         }
         _ => Err(Error::new(
             Code::NotFound,
@@ -561,6 +539,54 @@ async fn route(
         )),
     };
     answer.map(Reply::Json)
+}
+
+/// A List page as JSON text, each operation written on its own: one whose
+/// payload type is no longer registered is named in `unreachable` (and
+/// logged) rather than failing the page.
+fn list_text(
+    page: &Page,
+    caller: &Caller,
+    render_text: impl Fn(&Operation) -> Result<Bytes, Error>,
+) -> Result<Bytes, Error> {
+    let mut text = Vec::with_capacity(64 + 512 * page.operations.len());
+    let mut unreachable = Vec::new();
+    for operation in &page.operations {
+        match render_text(operation) {
+            Ok(json) => {
+                text.extend_from_slice(if text.is_empty() { b"{\"operations\":[" } else { b"," });
+                text.extend_from_slice(&json);
+            }
+            Err(err) => {
+                err.log(&caller.request_id);
+                unreachable.push(operation.name.to_string());
+            }
+        }
+    }
+    if !text.is_empty() {
+        text.push(b']');
+    }
+    if !page.next_page_token.is_empty() {
+        json_field(&mut text, "nextPageToken", &page.next_page_token);
+    }
+    if !unreachable.is_empty() {
+        json_field(&mut text, "unreachable", &unreachable);
+    }
+    if text.is_empty() {
+        text.push(b'{');
+    }
+    text.push(b'}');
+    Ok(text.into())
+}
+
+/// Appends `"name":value` to an object being written (its `{` written
+/// here when it is the first field).
+fn json_field(text: &mut Vec<u8>, name: &str, value: &impl serde::Serialize) {
+    text.extend_from_slice(if text.is_empty() { b"{\"" } else { b",\"" });
+    text.extend_from_slice(name.as_bytes());
+    text.extend_from_slice(b"\":");
+    // Strings and lists of strings always serialize.
+    let _ = serde_json::to_writer(&mut *text, value);
 }
 
 /// Gives a completion's untyped JSON payloads (its response, its error's
@@ -653,28 +679,17 @@ fn view_param(query: &HashMap<String, String>) -> Result<View, Error> {
     }
 }
 
-/// `operation` in `view` as JSON, to be part of a larger answer.
-fn operation_json(service: &Service, operation: &Operation, view: View, enums: Enums) -> Result<Value, Error> {
-    let registry = service.registry();
-    match view {
-        View::Operation => registry.to_json_with(OPERATION, &to_wire(operation), enums),
-        View::Longrun => registry.to_json_with(OPERATION_VIEW, &operation_view(operation), enums),
-    }
-    .map_err(|err| cannot_serve(operation, &err))
-}
-
-/// `operation` in `view` as JSON text, to be the whole answer.
+/// `operation` in `view` as JSON text: the whole answer, or a part of one.
 fn operation_text(service: &Service, operation: &Operation, view: View, enums: Enums) -> Result<Bytes, Error> {
     let registry = service.registry();
     match view {
-        View::Operation => registry.to_json_bytes_with(OPERATION, &to_wire(operation), enums),
+        View::Operation => registry.operation_json_bytes(&to_wire(operation), enums),
         View::Longrun => registry.to_json_bytes_with(OPERATION_VIEW, &operation_view(operation), enums),
     }
     .map(Bytes::from)
     .map_err(|err| cannot_serve(operation, &err))
 }
 
-const OPERATION: &str = "google.longrunning.Operation";
 const OPERATION_VIEW: &str = "longrun.v1.OperationView";
 
 fn cannot_serve(operation: &Operation, err: &longrun_proto::Error) -> Error {
