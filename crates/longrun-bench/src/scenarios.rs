@@ -530,13 +530,15 @@ async fn rest_worker(
     let claim_url = format!("{endpoint}/v1/{PARENT}/operations:claim");
     while remaining.load(Ordering::Relaxed) > 0 {
         let sent = Instant::now();
-        let mut claimed: Value = client.post(&claim_url).json(&claim).send().await?.json().await?;
-        let claims = if claimed.get("operation").is_some() {
-            vec![claimed]
-        } else if let Some(Value::Array(claims)) = claimed.get_mut("claims") {
-            std::mem::take(claims)
-        } else {
-            continue;
+        let answer: ClaimAnswer = client.post(&claim_url).json(&claim).send().await?.json().await?;
+        let claims = match answer {
+            ClaimAnswer {
+                operation: Some(operation),
+                lease_token,
+                ..
+            } => vec![Claim { operation, lease_token }],
+            ClaimAnswer { claims, .. } if !claims.is_empty() => claims,
+            _ => continue,
         };
         if batch > 1 {
             complete_batch(&client, &endpoint, &claims).await?;
@@ -551,6 +553,43 @@ async fn rest_worker(
         remaining.fetch_sub(claims.len(), Ordering::Relaxed);
     }
     Ok(latencies)
+}
+
+/// What a worker reads of a claim's answer (one operation in its fields,
+/// or several in `claims`): each operation's name and lease token. The
+/// rest is skipped unread, as a worker written for speed would.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimAnswer {
+    operation: Option<Named>,
+    #[serde(default)]
+    lease_token: String,
+    #[serde(default)]
+    claims: Vec<Claim>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Claim {
+    operation: Named,
+    lease_token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+}
+
+/// What a worker reads of a batch completion's answer: which failed.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    results: Vec<BatchResult>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchResult {
+    error: Option<Value>,
 }
 
 /// POSTs `body` as JSON to `path` under `endpoint`; a refusal is an error
@@ -570,41 +609,38 @@ async fn post(client: &reqwest::Client, endpoint: &str, path: &str, body: &Value
 }
 
 /// Completes one claimed operation with a trivial response.
-async fn complete_trivially(client: &reqwest::Client, endpoint: &str, claimed: &Value) -> anyhow::Result<()> {
-    let name = claimed["operation"]["name"]
-        .as_str()
-        .context("a claim without an operation name")?;
-    let done = json!({"leaseToken": claimed["leaseToken"], "response": {"ok": true}});
-    post(client, endpoint, &format!("/v1/{name}:complete"), &done)
-        .await?
-        .bytes()
-        .await?;
+async fn complete_trivially(client: &reqwest::Client, endpoint: &str, claimed: &Claim) -> anyhow::Result<()> {
+    let done = json!({"leaseToken": claimed.lease_token, "response": {"ok": true}});
+    post(
+        client,
+        endpoint,
+        &format!("/v1/{}:complete", claimed.operation.name),
+        &done,
+    )
+    .await?
+    .bytes()
+    .await?;
     Ok(())
 }
 
 /// Completes a batch of claimed operations in one `:batchComplete`.
-async fn complete_batch(client: &reqwest::Client, endpoint: &str, claims: &[Value]) -> anyhow::Result<()> {
+async fn complete_batch(client: &reqwest::Client, endpoint: &str, claims: &[Claim]) -> anyhow::Result<()> {
     let requests: Vec<Value> = claims
         .iter()
         .map(|claimed| {
             json!({
-                "name": claimed["operation"]["name"],
-                "leaseToken": claimed["leaseToken"],
+                "name": claimed.operation.name,
+                "leaseToken": claimed.lease_token,
                 "response": {"ok": true},
             })
         })
         .collect();
     let path = format!("/v1/{PARENT}/operations:batchComplete");
-    let answer: Value = post(client, endpoint, &path, &json!({ "requests": requests }))
+    let answer: BatchAnswer = post(client, endpoint, &path, &json!({ "requests": requests }))
         .await?
         .json()
         .await?;
-    if let Some(failed) = answer["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|result| result.get("error").is_some())
-    {
+    if let Some(failed) = answer.results.into_iter().find_map(|result| result.error) {
         bail!("batch complete: {failed}");
     }
     Ok(())
