@@ -2,13 +2,16 @@
 //! decided change fenced by what was read.
 //!
 //! The writes of the hot paths (this insert and fenced update, the claim,
-//! the change-log row) touch one row each and say `OR FAIL`. Under SQLite's
-//! default (`ABORT`) a statement that could fail after changing something
-//! keeps a statement journal inside the batch's transaction, copying every
-//! page it touches first; a one-row statement checks its constraints before
-//! it writes, so failing leaves nothing to undo and `FAIL` undoes the same
-//! nothing without that copy (journal work in the writer thread of the
-//! batched drain: 9.6 % → 3.9 % of its samples, BENCHMARKS.md).
+//! the change-log row) say `OR FAIL`. Under SQLite's default (`ABORT`) a
+//! statement that could fail after changing something keeps a statement
+//! journal inside the batch's transaction, copying every page it touches
+//! first; a one-row statement checks its constraints before it writes, so
+//! failing leaves nothing to undo and `FAIL` undoes the same nothing
+//! without that copy (journal work in the writer thread of the batched
+//! drain: 9.6 % → 3.9 % of its samples, BENCHMARKS.md). The claim writes
+//! several rows in one statement: a row failing there leaves the rows
+//! before it written, the job's change count shows it, and the writer
+//! rolls back the whole batch (`run_writer`).
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension as _, Row, params_from_iter};

@@ -7,11 +7,11 @@ use std::time::SystemTime;
 
 use rusqlite::params_from_iter;
 
-use crate::rows::{COLUMNS, listed_from_row, query_listed, to_values, write_step};
+use crate::rows::{COLUMNS, listed_from_row, to_values, write_step};
 use crate::{SqliteStore, db};
 use longrun_store::micros::{from_micros, micros, micros_of};
 use longrun_store::sql::{Dialect, Param, SqlBuilder};
-use longrun_store::{Change, ClaimRequest, QueueStats, Result, SweepEvent, SweepPolicy, Swept, lease_token};
+use longrun_store::{Change, ClaimRequest, QueueStats, Result, SweepEvent, SweepPolicy, Swept};
 use longrun_types::lifecycle;
 use longrun_types::{Operation, Parent, State};
 
@@ -20,34 +20,30 @@ use longrun_types::{Operation, Parent, State};
 const SWEEP_BATCH: i64 = 1000;
 
 impl SqliteStore {
-    /// Leases the oldest claimable operations, one statement each, in one
-    /// transaction: QUEUED to RUNNING, the lifecycle's only edge out of the
-    /// queue.
+    /// Leases the oldest claimable operations in one statement: QUEUED to
+    /// RUNNING, the lifecycle's only edge out of the queue.
     pub(crate) async fn claim_next(&self, request: ClaimRequest) -> Result<Vec<Operation>> {
         self.write(move |conn| {
-            let mut claimed = Vec::new();
-            let mut changes = Vec::new();
-            let (text, mut params) = claim_statement(&request);
-            while claimed.len() < request.limit.max(1) {
-                if !claimed.is_empty() {
-                    // Each operation is fenced by its own lease token.
-                    params[CLAIM_TOKEN] = rusqlite::types::Value::Text(lease_token());
-                }
-                let Some(operation) =
-                    query_listed(conn, &text, params_from_iter(&params))?.map(|listed| listed.operation)
-                else {
-                    break;
-                };
-                changes.push(Change {
-                    name: operation.name.to_string(),
+            let (text, params) = claim_statement(&request);
+            let mut statement = conn.prepare_cached(&text).map_err(db)?;
+            let mut claimed = statement
+                .query_map(params_from_iter(params), listed_from_row)
+                .map_err(db)?
+                .map(|row| row.map_err(db)?)
+                .collect::<Result<Vec<_>>>()?;
+            // RETURNING follows no order; a claim hands out oldest first.
+            claimed.sort_unstable_by_key(|listed| listed.cursor.seq);
+            let changes = claimed
+                .iter()
+                .map(|listed| Change {
+                    name: listed.operation.name.to_string(),
                     done: false,
                     deleted: false,
                     queued: None,
                     position: 0,
-                });
-                claimed.push(operation);
-            }
-            Ok((claimed, changes))
+                })
+                .collect::<Vec<_>>();
+            Ok((claimed.into_iter().map(|listed| listed.operation).collect(), changes))
         })
         .await
     }
@@ -168,15 +164,15 @@ impl SqliteStore {
     }
 }
 
-/// Where the lease token is among [`claim_statement`]'s parameters.
-const CLAIM_TOKEN: usize = 0;
-
-/// The claim's one statement (an `UPDATE … RETURNING` the claimed row)
-/// and its parameters, the lease token first.
+/// The claim's one statement (an `UPDATE … RETURNING` the claimed rows)
+/// and its parameters. Each row gets its own lease token, 128 bits of
+/// SQLite's randomness (ChaCha20 seeded from the operating system's) in
+/// hex, as [`lease_token`] writes them, so each operation is fenced alone.
+/// `OR FAIL` needs no statement journal (see `rows`): a row that fails
+/// leaves the rows before it written, and the writer rolls back the batch.
 pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::types::Value>) {
     let now = micros(request.now);
     let mut sql = SqlBuilder::new(Dialect::Sqlite);
-    let token = sql.bind(Param::Text(lease_token()));
     let worker = sql.bind(Param::Text(request.worker.clone()));
     let duration = sql.bind(Param::Int(micros_of(request.lease_duration)));
     let now_param = sql.bind(Param::Int(now));
@@ -186,11 +182,12 @@ pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::
     if let Some(prefixes) = &request.within {
         sql.within(prefixes);
     }
-    // One row: `OR FAIL` needs no statement journal (see `rows`).
+    let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
     let text = format!(
-        "UPDATE OR FAIL operations SET state = {running}, lease_token = {token}, lease_worker = {worker}, \
-             lease_duration = {duration}, lease_expire_time = {now_param} + {duration}, update_time = {now_param} \
-         WHERE seq = (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT 1) AND state = {queued} \
+        "UPDATE OR FAIL operations SET state = {running}, lease_token = lower(hex(randomblob(16))), \
+             lease_worker = {worker}, lease_duration = {duration}, lease_expire_time = {now_param} + {duration}, \
+             update_time = {now_param} \
+         WHERE seq IN (SELECT seq FROM operations WHERE {} ORDER BY seq LIMIT {limit}) AND state = {queued} \
          RETURNING {COLUMNS}",
         sql.where_clause()
     );

@@ -50,6 +50,13 @@ pub(super) async fn a_claim_takes_several_each_with_its_own_lease(store: &dyn St
     assert_eq!(ids, ["b1", "b2", "b3"], "the limit's worth, oldest first");
     let tokens: std::collections::HashSet<_> = first.iter().map(token).collect();
     assert_eq!(tokens.len(), 3, "one lease token each");
+    assert!(
+        tokens
+            .iter()
+            .flatten()
+            .all(|token| token.len() == 32 && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
+        "128 random bits in lowercase hex: {tokens:?}"
+    );
     assert!(first.iter().all(|op| op.state == State::Running && op.attempt == 1));
     let rest = store.claim(request(10)).await.unwrap();
     let ids: Vec<&str> = rest.iter().map(|op| op.name.id()).collect();
