@@ -167,7 +167,8 @@ impl SqliteStore {
 /// The claim's one statement (an `UPDATE … RETURNING` the claimed rows)
 /// and its parameters. Each row gets its own lease token, 128 bits of
 /// SQLite's randomness (ChaCha20 seeded from the operating system's) in
-/// hex, as [`lease_token`] writes them, so each operation is fenced alone.
+/// hex as [`longrun_store::lease_token`] writes them, so each operation
+/// is fenced alone.
 /// `OR FAIL` needs no statement journal (see `rows`): a row that fails
 /// leaves the rows before it written, and the writer rolls back the batch.
 pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::types::Value>) {
@@ -182,7 +183,9 @@ pub(crate) fn claim_statement(request: &ClaimRequest) -> (String, Vec<rusqlite::
     if let Some(prefixes) = &request.within {
         sql.within(prefixes);
     }
-    let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
+    // Bound, not written into the text: one cached statement serves every
+    // claim size (the runtime asks for as many as it has free slots).
+    let limit = sql.bind(Param::Int(i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX)));
     let text = format!(
         "UPDATE OR FAIL operations SET state = {running}, lease_token = lower(hex(randomblob(16))), \
              lease_worker = {worker}, lease_duration = {duration}, lease_expire_time = {now_param} + {duration}, \
