@@ -10,6 +10,8 @@
 //! goes through the registry. The output is byte for byte the registry's:
 //! `tests::the_same_text_as_the_registry` holds the two side by side.
 
+use std::io::Write as _;
+
 use prost::Message as _;
 use prost_types::{Any, Timestamp};
 
@@ -162,7 +164,8 @@ impl<'a> Writer<'a> {
     fn int_field(&mut self, name: &str, value: i32) {
         if value != 0 {
             self.key(name);
-            self.text.extend_from_slice(value.to_string().as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = write!(self.text, "{value}");
         }
     }
 
@@ -170,7 +173,7 @@ impl<'a> Writer<'a> {
         if let Some(time) = value {
             self.key(name);
             // RFC 3339 with 0, 3, 6 or 9 digits of fraction: nothing to escape.
-            self.text.extend_from_slice(format!("\"{time}\"").as_bytes());
+            let _ = write!(self.text, "\"{time}\"");
         }
     }
 
@@ -245,7 +248,9 @@ impl<'a> Writer<'a> {
                 out.key("state");
                 match (out.enums, State::try_from(metadata.state)) {
                     (Enums::Names, Ok(state)) => out.string(state.as_str_name()),
-                    _ => out.text.extend_from_slice(metadata.state.to_string().as_bytes()),
+                    _ => {
+                        let _ = write!(out.text, "{}", metadata.state);
+                    }
                 }
             }
             out.int_field("progressPercent", metadata.progress_percent);

@@ -448,7 +448,7 @@ async fn route(
                 },
             };
             let page = Box::pin(service.list(caller, request)).await?;
-            return list_text(&page, caller, render_text).map(Reply::Rendered);
+            return Ok(Reply::Rendered(list_text(&page, caller, render_text)));
         }
         ("GET", None, false) => return render_read(&Box::pin(service.get(caller, call.target)).await?),
         ("DELETE", None, false) => {
@@ -544,11 +544,7 @@ async fn route(
 /// A List page as JSON text, each operation written on its own: one whose
 /// payload type is no longer registered is named in `unreachable` (and
 /// logged) rather than failing the page.
-fn list_text(
-    page: &Page,
-    caller: &Caller,
-    render_text: impl Fn(&Operation) -> Result<Bytes, Error>,
-) -> Result<Bytes, Error> {
+fn list_text(page: &Page, caller: &Caller, render_text: impl Fn(&Operation) -> Result<Bytes, Error>) -> Bytes {
     let mut text = Vec::with_capacity(64 + 512 * page.operations.len());
     let mut unreachable = Vec::new();
     for operation in &page.operations {
@@ -576,7 +572,7 @@ fn list_text(
         text.push(b'{');
     }
     text.push(b'}');
-    Ok(text.into())
+    text.into()
 }
 
 /// Appends `"name":value` to an object being written (its `{` written
